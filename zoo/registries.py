@@ -1,0 +1,41 @@
+"""Every extension point of the zoo, one registry per kind of component.
+
+Configs choose components by these registry names (``model.ca=mca``), never by import paths. Each kind's contract
+is documented in the docstring of the package that holds its built-ins.
+
+============================  =====================================================================================
+registry                      contract
+============================  =====================================================================================
+``CHANNEL_ATTENTION``         ``cls(channels, *, device=None, dtype=None, **kw)``; ``[B, C, H, W] → [B, C, H, W]``
+                              (timm's ``attn_layer`` convention), see :mod:`zoo.channel_attention`
+``BACKBONE``                  ``fn(*, num_classes, in_chans, ca, ca_kwargs, **kw) → nn.Module`` producing logits,
+                              see :mod:`zoo.backbones`
+``ATTENTION``                 token mixers: ``cls(dim, num_heads, *, layer_idx, num_layers, **kw)``
+``FFN``                       feed-forward blocks: ``cls(dim, hidden_dim, **kw)``
+``MODEL``                     whole networks built from a config (language and vision-language models)
+``OBJECTIVE``                 RL policy losses: ``obj(logprobs, old_logprobs, advantages, mask, **extra)``
+``OPTIMIZER``                 ``fn(param_groups, **kw) → torch.optim.Optimizer``, see :mod:`zoo.optim`
+``SCHEDULER``                 ``fn(optimizer, *, total_steps, **kw) → LRScheduler`` (stepped every step)
+``TASK``                      LightningModules whose ``__init__`` takes primitives only, see :mod:`tasks`
+``DATA``                      LightningDataModules, see :mod:`tasks.data`
+============================  =====================================================================================
+"""
+
+from __future__ import annotations
+
+from zoo.registry import Registry
+
+CHANNEL_ATTENTION: Registry = Registry("channel_attention", locations=["zoo.channel_attention"])
+BACKBONE: Registry = Registry("backbone", locations=["zoo.backbones"])
+ATTENTION: Registry = Registry("attention")
+FFN: Registry = Registry("ffn")
+MODEL: Registry = Registry("model")
+OBJECTIVE: Registry = Registry("objective")
+OPTIMIZER: Registry = Registry("optimizer", locations=["zoo.optim"])
+SCHEDULER: Registry = Registry("scheduler", locations=["zoo.optim"])
+TASK: Registry = Registry("task", locations=["tasks"])
+DATA: Registry = Registry("data", locations=["tasks.data"])
+
+ALL: dict[str, Registry] = {
+    r.kind: r for r in (CHANNEL_ATTENTION, BACKBONE, ATTENTION, FFN, MODEL, OBJECTIVE, OPTIMIZER, SCHEDULER, TASK, DATA)
+}
