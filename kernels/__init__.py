@@ -1,0 +1,1 @@
+"""Triton kernels, each beside the pure-PyTorch reference that defines it (conventions: ``kernels/README.md``)."""

@@ -1,0 +1,17 @@
+"""Tasks: LightningModules composed from registry names (``TASK``), and their DataModules (``DATA``).
+
+A task's ``__init__`` takes primitives only — component names plus kwargs dicts — and calls
+``save_hyperparameters()``, so the Hydra front end (``tools/train.py``), LightningCLI (``tools/cli.py``) and
+``load_from_checkpoint`` build it the same way.
+
+========== =========================================================================================
+name       task
+========== =========================================================================================
+``vision`` image classification with any backbone and channel attention (:class:`VisionTask`)
+========== =========================================================================================
+"""
+
+from tasks.base import BaseTask
+from tasks.vision import VisionTask
+
+__all__ = ["BaseTask", "VisionTask"]

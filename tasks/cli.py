@@ -1,0 +1,98 @@
+"""The LightningCLI front end (``tools/cli.py``) and the Hydra → LightningCLI config translation.
+
+Both front ends construct the same classes with the same primitive arguments: Hydra from ``conf/`` by registry
+names (``task=vision model.ca=mca``), LightningCLI from ``conf/cli/*.yaml`` by class names
+(``--model VisionTask --model.ca mca``). ``conf/cli/*.yaml`` are generated from the Hydra presets by
+:func:`hydra_to_cli` (``tools/hydra2cli.py``), so the two start from identical values.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+from omegaconf import DictConfig, OmegaConf
+
+from tasks.checkpoint import AtomicCheckpointIO
+from zoo.errors import find_zoo_error
+from zoo.registries import DATA, TASK
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI whose trainer writes checkpoints atomically, like the Hydra front end's."""
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(hasattr(p, "save_checkpoint") for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        config["plugins"] = plugins
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def make_cli(args: list[str] | None = None, *, run: bool = True, **kwargs: Any) -> LightningCLI:
+    """Build the CLI. Every registered task and datamodule (plugins included) is imported first, so
+    ``--model VisionTask`` and ``--data FashionMNISTDataModule`` resolve to their classes."""
+    TASK.names()
+    DATA.names()
+    from tasks.base import BaseTask
+
+    return ZooCLI(
+        BaseTask,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+        **kwargs,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI; a configuration error (also when jsonargparse wraps it) is one paragraph and exit status 2."""
+    try:
+        make_cli(args)
+    except Exception as exc:
+        error = find_zoo_error(exc)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _class_spec(target: str, init_args: dict[str, Any]) -> dict[str, Any]:
+    return {"class_path": target, "init_args": init_args}
+
+
+def hydra_to_cli(cfg: DictConfig) -> dict[str, Any]:
+    """A LightningCLI config with the same task, data, trainer, callbacks and loggers as a composed Hydra config.
+
+    Registry names become class names (``vision`` → ``VisionTask``); ``_target_`` entries become
+    ``class_path``/``init_args``. Paths must already be resolved (compose with ``paths.output_dir=<dir>``).
+    """
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    data = dict(plain["data"])
+    data_name = data.pop("name")
+
+    def objects(group: dict[str, Any] | None) -> list[dict[str, Any]]:
+        out = []
+        for item in (group or {}).values():
+            if item and "_target_" in item:
+                item = dict(item)
+                target = item.pop("_target_")
+                out.append(_class_spec(target.rsplit(".", 1)[-1], item))
+        return out
+
+    trainer = dict(plain["trainer"])
+    trainer["callbacks"] = objects(plain.get("callbacks"))
+    trainer["logger"] = objects(plain.get("logger")) or False
+    return {
+        "seed_everything": plain.get("seed", True),
+        "trainer": trainer,
+        "model": _class_spec(TASK.get(plain["task"]["name"]).__name__, plain["model"]),
+        "data": _class_spec(DATA.get(data_name).__name__, data),
+    }

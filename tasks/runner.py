@@ -1,0 +1,166 @@
+"""Build a run from a composed Hydra config and execute it: ``fit`` → ``test`` → ``metrics.json``.
+
+The config's top-level keys:
+
+============ ======================================================================================================
+key          meaning
+============ ======================================================================================================
+``task``     ``name`` (a ``TASK`` key), ``monitor`` and ``monitor_mode`` (what the best checkpoint maximises)
+``model``    keyword arguments of the task's ``__init__`` (``model.ca=mca``)
+``data``     ``name`` (a ``DATA`` key) and the DataModule's keyword arguments
+``trainer``  keyword arguments of ``lightning.Trainer``
+``callbacks``, ``logger``   third-party objects by ``_target_`` (Lightning's callbacks and loggers)
+``seed``     global seed; ``ckpt_path``: ``null``, ``last`` or a file to resume from
+``imports``  modules to import first, so that their components register (like mmengine's ``custom_imports``)
+============ ======================================================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tasks.checkpoint import AtomicCheckpointIO, resolve_ckpt_path
+from zoo.config import check_kwargs
+from zoo.errors import ConfigError, RegistryError, find_zoo_error
+from zoo.io import write_json
+from zoo.registries import DATA, TASK
+from zoo.registry import import_modules
+
+log = logging.getLogger(__name__)
+
+
+def data_property(data_cfg: Any, key: str) -> Any:
+    """What the configured dataset implies for the model: ``num_classes`` or ``in_chans``.
+
+    A value set in the data config wins; otherwise the DataModule class's own (``in_chans`` ← ``native_chans``).
+    Used by the ``${zoo.data:num_classes}`` interpolation in the model configs.
+    """
+    value = data_cfg.get(key) if hasattr(data_cfg, "get") else None
+    if value is not None:
+        return value
+    cls = DATA.get(data_cfg["name"])
+    value = getattr(cls, "native_chans" if key == "in_chans" else key, None)
+    if not value:
+        raise ConfigError(f"data '{data_cfg['name']}' does not know its {key}; set data.{key}")
+    return value
+
+
+def register_resolvers() -> None:
+    """Register the ``zoo.*`` OmegaConf resolvers (idempotent)."""
+    if not OmegaConf.has_resolver("zoo.data"):
+        OmegaConf.register_new_resolver("zoo.data", lambda key, *, _root_: data_property(_root_.data, key))
+
+
+register_resolvers()
+
+
+def _find_keys(node: Any, value: Any, prefix: str = "") -> list[str]:
+    """Config keys whose value is ``value`` (to say which setting named an unknown component)."""
+    if isinstance(node, dict):
+        return [k for key, child in node.items() for k in _find_keys(child, value, f"{prefix}{key}.")]
+    return [prefix[:-1]] if node == value else []
+
+
+def instantiate_group(group: Any) -> list[Any]:
+    """Instantiate every entry of a ``callbacks`` / ``logger`` group that has a ``_target_``; null entries are off."""
+    from hydra.utils import instantiate
+
+    if not group:
+        return []
+    items = group.values() if hasattr(group, "values") else group
+    return [instantiate(item) for item in items if item is not None and "_target_" in item]
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
+    """Construct the task, the datamodule and the trainer a config describes, checking keys and types first.
+
+    Raises:
+        ZooError: an unknown registry name (the message names the config key that set it), a key or value that
+            the target does not take, a missing dataset.
+    """
+    import_modules(cfg.get("imports") or [])
+    try:
+        plain = _resolve(cfg)
+        task_cls = TASK.get(plain["task"]["name"])
+        data_kwargs = dict(plain["data"])
+        data_cls = DATA.get(data_kwargs.pop("name"))
+        model_kwargs = dict(plain["model"])
+        check_kwargs(task_cls, model_kwargs, "model")
+        check_kwargs(data_cls, data_kwargs, "data")
+        check_kwargs(L.Trainer, plain["trainer"], "trainer")
+        datamodule = data_cls(**data_kwargs)
+        task = task_cls(**model_kwargs)
+    except RegistryError as exc:
+        keys = _find_keys(OmegaConf.to_container(cfg, resolve=False), exc.name)
+        if keys:
+            raise RegistryError(
+                f"{exc} (set by {', '.join(keys)})", kind=exc.kind, name=exc.name, choices=exc.choices
+            ) from exc
+        raise
+    loggers = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:  # logger=null: drop what can only report to a logger instead of failing at fit start
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer = L.Trainer(
+        **plain["trainer"], callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+    return task, datamodule, trainer
+
+
+def _resolve(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain containers; an error raised by a ``zoo.*`` resolver surfaces as itself."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        cause = find_zoo_error(exc)
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"the configuration does not resolve: {exc}") from exc
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test the best checkpoint, write ``metrics.json`` into the run directory and return the metrics.
+
+    Returns the test metrics plus the last validation metrics, as floats, and ``time/fit_s``. When the config
+    names ``optimized_metric``, the caller (``tools/train.py``) returns that value to Hydra's sweeper.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True)
+    task, datamodule, trainer = build(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir) / str(cfg.task.name))
+    metrics: dict[str, Any] = {}
+    start = time.perf_counter()
+    if cfg.get("fit", True):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if not k.startswith("train/")})
+        ckpt_path = None
+    metrics["time/fit_s"] = time.perf_counter() - start
+    if cfg.get("test", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        tested = trainer.test(task, datamodule=datamodule, ckpt_path=best or ckpt_path or None)
+        for result in tested:
+            metrics.update({k: float(v) for k, v in result.items()})
+        metrics["test/ckpt"] = best or "(final weights)"
+    if trainer.is_global_zero:
+        write_json(output_dir / "metrics.json", metrics)
+        log.info("metrics written to %s", output_dir / "metrics.json")
+    return metrics
+
+
+def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The metric a Hydra sweeper optimises (``optimized_metric``), or None when the config names none."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric={name} was not logged; logged: {', '.join(sorted(metrics))}")
+    return float(metrics[name])

@@ -1,0 +1,148 @@
+"""The two front ends as users run them: tools/train.py (Hydra) and tools/cli.py (LightningCLI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TINY, compose_config, needs_fashion_mnist, run_tool
+
+TRAIN = str(ROOT / "tools" / "train.py")
+CLI = str(ROOT / "tools" / "cli.py")
+
+
+def hydra_run(tmp_path: Path, *overrides: str, timeout: int = 600):
+    return run_tool(TRAIN, *overrides, cwd=tmp_path, env={"ZOO_LOG_DIR": str(tmp_path / "logs")}, timeout=timeout)
+
+
+def metrics_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "logs").glob("**/metrics.json"))
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_the_main_command_runs(tmp_path):
+    """The README's main job, exactly, shortened by fast_dev_run."""
+    result = hydra_run(tmp_path, "task=vision", "model.ca=mca", "trainer.fast_dev_run=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [metrics] = metrics_files(tmp_path)
+    assert "test/acc" in json.loads(metrics.read_text())
+    assert metrics.parent.parent.name == "runs" and metrics.parent.parent.parent.name == "vision"
+    assert "ca: mca" in (metrics.parent / ".hydra" / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_multirun_over_channel_attention(tmp_path):
+    result = hydra_run(tmp_path, "-m", "model.ca=none,se,eca,mca", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = metrics_files(tmp_path)
+    assert len(found) == 4 and {p.parent.name for p in found} == {"0", "1", "2", "3"}
+    hparams = [(p.parent / "csv" / "hparams.yaml").read_text() for p in found]
+    assert {line.split(": ")[1] for text in hparams for line in text.splitlines() if line.startswith("ca: ")} == {
+        "none",
+        "se",
+        "eca",
+        "mca",
+    }
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_optuna_sweep(tmp_path):
+    result = hydra_run(
+        tmp_path,
+        "-m",
+        "hparams_search=vision_optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        *TINY,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [optimization] = (tmp_path / "logs").glob("**/optimization_results.yaml")
+    text = optimization.read_text()
+    assert "best_params" in text and "model.ca" in text and "best_value" in text
+    assert len(metrics_files(tmp_path)) == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model.ca=mcx"], ["Unknown channel_attention 'mcx'", "model.ca", "mca_e", "Did you mean 'mca'"]),
+        (["model.backbone=resnet21"], ["Unknown backbone 'resnet21'", "model.backbone", "resnet20"]),
+        (["data.name=fashion"], ["Unknown data 'fashion'", "data.name", "fashion_mnist"]),
+        (["trainer.max_epochs=abc"], ["trainer.max_epochs='abc' has the wrong type", "int"]),
+        (["+model.cax=5"], ["model.cax is not an option of VisionTask", "Did you mean model.ca"]),
+        (["data.batch_size=1.5"], ["data.batch_size=1.5 has the wrong type"]),
+        (["data.root=/nonexistent/fmnist"], ["Fashion-MNIST not found", "apt-get install dataset-fashion-mnist"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_paragraph(tmp_path, overrides, expected):
+    result = hydra_run(tmp_path, "task=vision", *overrides, "trainer.fast_dev_run=true", timeout=300)
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: ")
+    for fragment in expected:
+        assert fragment in message, (fragment, message)
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_config_group_option_lists_choices(tmp_path):
+    result = hydra_run(tmp_path, "task=visoin", timeout=120)
+    assert result.returncode != 0 and "Available options" in result.stderr and "vision" in result.stderr
+
+
+def test_hydra_and_lightning_cli_build_identical_hyperparameters(tmp_path):
+    from tasks.cli import make_cli
+    from tasks.runner import build
+
+    cfg = compose_config(["task=vision", "model.ca=mca"], tmp_path / "run")
+    hydra_task, hydra_data, _ = build(cfg)
+    cli = make_cli(["--config", str(ROOT / "conf/cli/vision.yaml"), "--model.ca", "mca"], run=False)
+
+    def init_args(hparams):  # LightningCLI adds its bookkeeping (_class_path, _instantiator) beside the arguments
+        return {k: v for k, v in hparams.items() if not k.startswith("_")}
+
+    assert init_args(cli.model.hparams) == dict(hydra_task.hparams)
+    assert init_args(cli.datamodule.hparams) == dict(hydra_data.hparams)
+    assert cli.model.hparams["_class_path"] == "tasks.VisionTask"
+    assert type(cli.model) is type(hydra_task) and type(cli.datamodule) is type(hydra_data)
+    assert cli.trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_cli_config_is_generated_from_the_hydra_preset():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hydra2cli", ROOT / "tools" / "hydra2cli.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (ROOT / "conf/cli/vision.yaml").read_text() == module.render(["task=vision"]), (
+        "conf/cli/vision.yaml is stale: run python tools/hydra2cli.py task=vision -o conf/cli/vision.yaml"
+    )
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_lightning_cli_fit_and_bad_name(tmp_path):
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "conf/cli/vision.yaml"),
+        "--model.backbone_kwargs",
+        "{widths: [4, 8, 8]}",
+        "--trainer.fast_dev_run",
+        "true",
+    ]
+    ok = run_tool(CLI, *args, "--model.ca", "eca", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    bad = run_tool(CLI, *args, "--model.ca", "mcx", cwd=tmp_path)
+    assert bad.returncode == 2 and "Unknown channel_attention 'mcx'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_list_tool(tmp_path):
+    result = run_tool(str(ROOT / "tools" / "list.py"), "channel_attention", "mca*", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert names == ["mca", "mca_e", "mca_s", "mca_t"]

@@ -1,0 +1,126 @@
+"""VisionTask built from the real Hydra config: fit/test on real data, resume, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tasks.checkpoint import AtomicCheckpointIO, resolve_ckpt_path
+from tasks.runner import build, train
+from tasks.vision import VisionTask
+from tests.conftest import needs_fashion_mnist
+from zoo.errors import ConfigError
+
+pytestmark = needs_fashion_mnist
+
+
+@pytest.mark.parametrize("ca", ["none", "se", "eca", "mca_e", "mca_s"])
+def test_fit_and_test_each_channel_attention(make_cfg, ca):
+    cfg = make_cfg(f"model.ca={ca}", name=ca)
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and metrics["test/loss"] > 0
+    saved = json.loads(
+        (cfg.paths.output_dir and __import__("pathlib").Path(cfg.paths.output_dir) / "metrics.json").read_text()
+    )
+    assert saved["test/acc"] == pytest.approx(metrics["test/acc"])
+    ckpt = torch.load(saved["test/ckpt"], map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["ca"] == ca
+
+
+def test_checkpoints_last_and_best_and_load_from_checkpoint(make_cfg, tmp_path):
+    cfg = make_cfg("model.ca=mca", "trainer.max_epochs=2")
+    train(cfg)
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    names = sorted(p.name for p in ckpt_dir.iterdir())
+    assert "last.ckpt" in names and any(n.startswith("epoch") for n in names)
+    assert not any(n.endswith(".tmp") for n in names)
+    model = VisionTask.load_from_checkpoint(ckpt_dir / "last.ckpt", map_location="cpu")
+    assert model.hparams.ca == "mca" and model.hparams.backbone_kwargs == {"widths": [4, 8, 8]}
+    assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()
+
+
+def test_two_epochs_straight_equal_one_plus_resume_plus_one(make_cfg, tmp_path):
+    """Exact resume: same weights, optimizer state and schedule position, bit for bit, on the CPU."""
+    straight = make_cfg("model.ca=mca", "trainer.max_epochs=2", name="straight")
+    train(straight)
+    stop = ["+callbacks.stop._target_=tests.helpers.StopAfterEpochs", "+callbacks.stop.epochs=1"]
+    first = make_cfg("model.ca=mca", "trainer.max_epochs=2", "test=false", *stop, name="first")
+    train(first)
+    interrupted = torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert interrupted["global_step"] == 3
+    resumed = make_cfg("model.ca=mca", "trainer.max_epochs=2", "ckpt_path=last", name="first")
+    train(resumed)
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 6 and a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    moments_a = a["optimizer_states"][0]["state"]
+    moments_b = b["optimizer_states"][0]["state"]
+    assert all(torch.equal(moments_a[k]["momentum_buffer"], moments_b[k]["momentum_buffer"]) for k in moments_a)
+
+
+def test_resolve_ckpt_path(tmp_path):
+    assert resolve_ckpt_path(None, tmp_path, tmp_path) is None
+    with pytest.raises(ConfigError, match=r"no last\.ckpt"):
+        resolve_ckpt_path("last", tmp_path / "run", tmp_path)
+    older = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    newer = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    for path in (older, newer):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+    import os
+
+    os.utime(older, (1, 1))
+    assert resolve_ckpt_path("last", tmp_path / "run", tmp_path) == str(newer)
+    with pytest.raises(ConfigError, match=r"does not exist"):
+        resolve_ckpt_path(str(tmp_path / "missing.ckpt"), tmp_path, tmp_path)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    def failing_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=False) == {"step": 1}  # the old checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_model_data_mismatch_is_a_config_error(make_cfg):
+    cfg = make_cfg("model.num_classes=5", "fit=true")
+    task, datamodule, trainer = build(cfg)
+    with pytest.raises(ConfigError, match=r"model\.num_classes=5 does not match"):
+        trainer.fit(task, datamodule=datamodule)
+
+
+def test_label_smoothing_adamw_and_schedules_build(make_cfg):
+    cfg = make_cfg(
+        "model.label_smoothing=0.1",
+        "model.optimizer=adamw",
+        "model.lr=0.001",
+        "~model.optimizer_kwargs.nesterov",
+        "~model.optimizer_kwargs.momentum",
+        "model.scheduler=multistep",
+        "~model.scheduler_kwargs.min_lr_ratio",
+        "+model.scheduler_kwargs.milestones=[0.5]",
+    )
+    metrics = train(cfg)
+    assert metrics["test/loss"] > 0
+
+
+def test_optimizer_and_scheduler_kwargs_are_checked_at_construction():
+    with pytest.raises(ConfigError, match=r"model.scheduler_kwargs.min_lr_ratio is not an option of multistep"):
+        VisionTask(scheduler="multistep", scheduler_kwargs={"min_lr_ratio": 0.1})
+    with pytest.raises(ConfigError, match=r"model.optimizer_kwargs.momentum=.* has the wrong type"):
+        VisionTask(optimizer_kwargs={"momentum": "high"})
