@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Cost of each channel attention: parameters, FLOPs and training throughput, against timm's own SE and ECA.
+
+    python tools/bench/vision_ca.py                          # CPU: ResNet-20 at 32 px, fp32
+    python tools/bench/vision_ca.py --device cuda            # GPU: ResNet-50 at 224 px and ResNet-20 at 32 px, bf16
+    python tools/bench/vision_ca.py --device cuda --output docs/bench/vision_ca_h100.json
+
+Throughput is images/s of a full training step (forward, backward, SGD update) in channels-last memory format,
+the median of ``--repeats`` timed steps after ``--warmup`` steps (CUDA events on the GPU). FLOPs are forward FLOPs
+per image: convolution and linear layers from ``torch.utils.flop_counter`` (which does not see reductions and
+element-wise work), plus the attention modules' own work counted analytically from their input shapes:
+
+========== ===================================================================================================
+module     FLOPs per block (N = H·W positions, C channels)
+========== ===================================================================================================
+SE         pool N·C + two 1×1 convs 2·(2·C·r) + gate C + rescale N·C
+ECA        pool N·C + conv 2·k·C + gate C + rescale N·C
+MCA        mean N·C + centre N·C + square N·C + its mean N·C (+ cube N·C + its mean N·C for skewness)
+           + conv 2·K·k·C + gate C + rescale N·C
+========== ===================================================================================================
+
+The peers in the same run are timm's ``SEModule`` and ``EcaModule`` (``timm:se``, ``timm:eca``), built by timm
+from its own ``attn_layer`` strings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from zoo.channel_attention import EfficientChannelAttention, MomentChannelAttention, SqueezeExcite  # noqa: E402
+from zoo.registries import BACKBONE  # noqa: E402
+
+VARIANTS = ("none", "se", "eca", "mca_e", "mca_s")
+TIMM_PEERS = ("timm:se", "timm:eca")
+
+
+def build(backbone: str, variant: str, num_classes: int) -> nn.Module:
+    if variant.startswith("timm:"):
+        import timm
+
+        return timm.create_model(backbone, num_classes=num_classes, block_args=dict(attn_layer=variant[5:]))
+    return BACKBONE.build(backbone, num_classes=num_classes, in_chans=3, ca=variant)
+
+
+def attention_flops(model: nn.Module, image_size: int) -> int:
+    """Analytic forward FLOPs of the channel-attention modules for one image (see the module docstring)."""
+    import timm.layers
+
+    total = 0
+    hooks = []
+
+    def count(module: nn.Module, inputs, _output) -> None:
+        nonlocal total
+        _, c, h, w = inputs[0].shape
+        n = h * w
+        if isinstance(module, (SqueezeExcite, timm.layers.SEModule)):
+            total += 2 * n * c + 2 * 2 * c * module.fc1.out_channels + c
+        elif isinstance(module, (EfficientChannelAttention, timm.layers.EcaModule)):
+            total += 2 * n * c + 2 * module.conv.kernel_size[0] * c + c
+        elif isinstance(module, MomentChannelAttention):
+            third = any(m in module.moments for m in ("skew", "m3"))
+            per_element = 4 + (2 if third else 0) + 1  # moments, then the rescale
+            total += per_element * n * c + 2 * len(module.moments) * module.conv.kernel_size[0] * c + c
+
+    types = (SqueezeExcite, EfficientChannelAttention, MomentChannelAttention, timm.layers.SEModule,
+             timm.layers.EcaModule)
+    for module in model.modules():
+        if isinstance(module, types):
+            hooks.append(module.register_forward_hook(count))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, image_size, image_size))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def dense_flops(model: nn.Module, image_size: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.randn(1, 3, image_size, image_size))
+    return counter.get_total_flops()
+
+
+def throughput(model: nn.Module, *, batch: int, image_size: int, device: torch.device, bf16: bool, warmup: int,
+               repeats: int) -> float:
+    model = model.to(device).train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = torch.randn(batch, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch,), device=device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    return batch / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--configs", nargs="*", help="backbone:size:batch entries (default depends on the device)")
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--output", type=Path, help="write the rows as JSON here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    configs = args.configs or (["resnet50:224:128", "resnet20:32:256"] if on_gpu else ["resnet20:32:128"])
+    warmup = args.warmup if args.warmup is not None else (10 if on_gpu else 2)
+    repeats = args.repeats if args.repeats is not None else (30 if on_gpu else 5)
+    torch.backends.cudnn.benchmark = True
+    rows = []
+    for config in configs:
+        backbone, size, batch = config.split(":")
+        size, batch = int(size), int(batch)
+        variants = VARIANTS + (TIMM_PEERS if backbone.startswith("resnet") and size >= 64 else ())
+        base_params = None
+        for variant in variants:
+            torch.manual_seed(0)
+            model = build(backbone, variant, 10)
+            params = sum(p.numel() for p in model.parameters())
+            base_params = params if variant == "none" else base_params
+            dense = dense_flops(model, size)
+            extra = attention_flops(model, size)
+            speed = throughput(model, batch=batch, image_size=size, device=device, bf16=on_gpu, warmup=warmup,
+                               repeats=repeats)
+            rows.append({"backbone": backbone, "image_size": size, "batch": batch, "variant": variant,
+                         "params": params, "extra_params": params - base_params, "gflops_conv_linear": dense / 1e9,
+                         "gflops_attention": extra / 1e9, "gflops_total": (dense + extra) / 1e9,
+                         "images_per_s": speed})
+            del model
+            if on_gpu:
+                torch.cuda.empty_cache()
+    device_name = torch.cuda.get_device_name(device) if on_gpu else platform.processor() or "cpu"
+    print(f"\ndevice: {device_name} | torch {torch.__version__} | {'bf16 autocast' if on_gpu else 'fp32'}, "
+          f"channels-last, median of {repeats} steps")
+    header = f"{'backbone':<9} {'px':>4} {'variant':<9} {'params':>11} {'+params':>9} {'GFLOPs':>8} {'+attn':>8} " \
+             f"{'img/s':>9} {'vs none':>8}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        base = next(r for r in rows if r["backbone"] == row["backbone"] and r["variant"] == "none")
+        print(f"{row['backbone']:<9} {row['image_size']:>4} {row['variant']:<9} {row['params']:>11,} "
+              f"{row['extra_params']:>9,} {row['gflops_total']:>8.4f} {row['gflops_attention']:>8.4f} "
+              f"{row['images_per_s']:>9.0f} {row['images_per_s'] / base['images_per_s']:>8.3f}")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "bf16": on_gpu,
+                                           "rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
