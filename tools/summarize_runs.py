@@ -24,8 +24,13 @@ def load_runs(root: Path) -> list[dict]:
         config_path = metrics_path.parent / ".hydra" / "config.yaml"
         if not config_path.is_file():
             continue
-        runs.append({"dir": str(metrics_path.parent), "metrics": json.loads(metrics_path.read_text()),
-                     "config": yaml.safe_load(config_path.read_text())})
+        runs.append(
+            {
+                "dir": str(metrics_path.parent),
+                "metrics": json.loads(metrics_path.read_text()),
+                "config": yaml.safe_load(config_path.read_text()),
+            }
+        )
     return runs
 
 
@@ -39,11 +44,15 @@ def summarize(runs: list[dict], by: str, metrics: list[str]) -> list[dict]:
         groups.setdefault(str(lookup(run["config"], by)), []).append(run)
     rows = []
     for key, members in groups.items():
-        row = {by: key, "runs": len(members), "seeds": sorted(lookup(m["config"], "seed") for m in members)}
+        members = sorted(members, key=lambda m: lookup(m["config"], "seed"))  # values in seed order: pairable
+        row = {by: key, "runs": len(members), "seeds": [lookup(m["config"], "seed") for m in members]}
         for metric in metrics:
             values = [float(m["metrics"][metric]) for m in members if metric in m["metrics"]]
-            row[metric] = {"mean": statistics.fmean(values) if values else None,
-                           "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+            row[metric] = {
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values,
+            }
         rows.append(row)
     return rows
 
@@ -51,8 +60,10 @@ def summarize(runs: list[dict], by: str, metrics: list[str]) -> list[dict]:
 def to_markdown(rows: list[dict], by: str, metrics: list[str], order: list[str] | None = None) -> str:
     if order:
         rows = sorted(rows, key=lambda r: order.index(r[by]) if r[by] in order else len(order))
-    lines = [f"| {by} | runs | " + " | ".join(f"{m} (mean ± std)" for m in metrics) + " |",
-             "|---|---|" + "---|" * len(metrics)]
+    lines = [
+        f"| {by} | runs | " + " | ".join(f"{m} (mean ± std)" for m in metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
     for row in rows:
         cells = []
         for metric in metrics:
@@ -63,6 +74,40 @@ def to_markdown(rows: list[dict], by: str, metrics: list[str], order: list[str] 
     return "\n".join(lines)
 
 
+def plot_curves(runs: list[dict], by: str, metric: str, path: Path, order: list[str] | None = None) -> None:
+    """Mean (over seeds) of an epoch-level metric from each run's ``csv/metrics.csv``, one line per group."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, list[dict[int, float]]] = {}
+    for run in runs:
+        table = Path(run["dir"]) / "csv" / "metrics.csv"
+        if not table.is_file():
+            continue
+        per_epoch = {}
+        with table.open() as handle:
+            for record in csv.DictReader(handle):
+                if record.get(metric):
+                    per_epoch[int(record["epoch"])] = float(record[metric])
+        curves.setdefault(str(lookup(run["config"], by)), []).append(per_epoch)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for key in sorted(curves, key=lambda k: order.index(k) if order and k in order else 99):
+        epochs = sorted(set.intersection(*(set(c) for c in curves[key])))
+        means = [statistics.fmean(c[e] for c in curves[key]) for e in epochs]
+        ax.plot([e + 1 for e in epochs], [100 * m for m in means], marker="o", markersize=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{metric} (%), mean over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(title=by)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path)
@@ -70,6 +115,8 @@ def main() -> None:
     parser.add_argument("--metric", nargs="+", default=["test/acc", "val/acc_best"])
     parser.add_argument("--order", nargs="*", help="row order of the --by values")
     parser.add_argument("--output", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the validation curves here (needs matplotlib)")
+    parser.add_argument("--plot-metric", default="val/acc")
     args = parser.parse_args()
     runs = load_runs(args.root)
     if not runs:
@@ -79,6 +126,8 @@ def main() -> None:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({"root": str(args.root), "by": args.by, "rows": rows}, indent=2) + "\n")
+    if args.plot:
+        plot_curves(runs, args.by, args.plot_metric, args.plot, args.order)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ def test_multirun_over_channel_attention(tmp_path):
         "eca",
         "mca",
     }
+    [sweep_dir] = (tmp_path / "logs" / "vision" / "multiruns").iterdir()
+    summary = run_tool(
+        str(ROOT / "tools/summarize_runs.py"), str(sweep_dir), "--output", str(tmp_path / "s.json"), cwd=tmp_path
+    )
+    assert summary.returncode == 0, summary.stderr
+    rows = {r["model.ca"]: r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
+    assert set(rows) == {"none", "se", "eca", "mca"} and all(r["runs"] == 1 for r in rows.values())
+    assert "| mca | 1 |" in summary.stdout
 
 
 @pytest.mark.slow

@@ -39,8 +39,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from zoo.channel_attention import EfficientChannelAttention, MomentChannelAttention, SqueezeExcite  # noqa: E402
-from zoo.registries import BACKBONE  # noqa: E402
+from zoo.channel_attention import EfficientChannelAttention, MomentChannelAttention, SqueezeExcite
+from zoo.registries import BACKBONE
 
 VARIANTS = ("none", "se", "eca", "mca_e", "mca_s")
 TIMM_PEERS = ("timm:se", "timm:eca")
@@ -74,8 +74,13 @@ def attention_flops(model: nn.Module, image_size: int) -> int:
             per_element = 4 + (2 if third else 0) + 1  # moments, then the rescale
             total += per_element * n * c + 2 * len(module.moments) * module.conv.kernel_size[0] * c + c
 
-    types = (SqueezeExcite, EfficientChannelAttention, MomentChannelAttention, timm.layers.SEModule,
-             timm.layers.EcaModule)
+    types = (
+        SqueezeExcite,
+        EfficientChannelAttention,
+        MomentChannelAttention,
+        timm.layers.SEModule,
+        timm.layers.EcaModule,
+    )
     for module in model.modules():
         if isinstance(module, types):
             hooks.append(module.register_forward_hook(count))
@@ -94,8 +99,9 @@ def dense_flops(model: nn.Module, image_size: int) -> int:
     return counter.get_total_flops()
 
 
-def throughput(model: nn.Module, *, batch: int, image_size: int, device: torch.device, bf16: bool, warmup: int,
-               repeats: int) -> float:
+def throughput(
+    model: nn.Module, *, batch: int, image_size: int, device: torch.device, bf16: bool, warmup: int, repeats: int
+) -> float:
     model = model.to(device).train().to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.randn(batch, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
@@ -126,14 +132,51 @@ def throughput(model: nn.Module, *, batch: int, image_size: int, device: torch.d
     return batch / statistics.median(times)
 
 
+def plot(rows: list[dict], title: str, path: Path) -> None:
+    """Bar chart of throughput relative to ``none``, one panel per backbone and image size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["backbone"], r["image_size"]) for r in rows}, key=lambda p: -p[1])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (backbone, size) in zip(axes[0], panels):
+        panel = [r for r in rows if (r["backbone"], r["image_size"]) == (backbone, size)]
+        base = next(r for r in panel if r["variant"] == "none")["images_per_s"]
+        ratios = [r["images_per_s"] / base for r in panel]
+        ax.bar(
+            [r["variant"] for r in panel],
+            ratios,
+            color=["#888" if r["variant"].startswith("timm") else "#3a7" for r in panel],
+        )
+        for x, ratio in enumerate(ratios):
+            ax.text(x, ratio + 0.01, f"{ratio:.2f}", ha="center", fontsize=8)
+        ax.set_title(f"{backbone}, {size} px, batch {panel[0]['batch']}")
+        ax.set_ylabel("training images/s relative to none")
+        ax.set_ylim(0, 1.12)
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--configs", nargs="*", help="backbone:size:batch entries (default depends on the device)")
+    parser.add_argument("--variants", nargs="*", help=f"subset and order (default: {' '.join(VARIANTS + TIMM_PEERS)})")
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--output", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of relative throughput here (needs matplotlib)")
+    parser.add_argument("--replot", type=Path, help="only plot an earlier --output JSON (with --plot)")
     args = parser.parse_args()
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        plot(saved["rows"], f"{saved['device']}, torch {saved['torch']}", args.plot or args.replot.with_suffix(".png"))
+        return
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     configs = args.configs or (["resnet50:224:128", "resnet20:32:256"] if on_gpu else ["resnet20:32:128"])
@@ -144,7 +187,9 @@ def main() -> None:
     for config in configs:
         backbone, size, batch = config.split(":")
         size, batch = int(size), int(batch)
-        variants = VARIANTS + (TIMM_PEERS if backbone.startswith("resnet") and size >= 64 else ())
+        variants = args.variants or VARIANTS + (TIMM_PEERS if backbone.startswith("resnet") and size >= 64 else ())
+        if "none" not in variants:
+            variants = ["none", *variants]
         base_params = None
         for variant in variants:
             torch.manual_seed(0)
@@ -153,32 +198,57 @@ def main() -> None:
             base_params = params if variant == "none" else base_params
             dense = dense_flops(model, size)
             extra = attention_flops(model, size)
-            speed = throughput(model, batch=batch, image_size=size, device=device, bf16=on_gpu, warmup=warmup,
-                               repeats=repeats)
-            rows.append({"backbone": backbone, "image_size": size, "batch": batch, "variant": variant,
-                         "params": params, "extra_params": params - base_params, "gflops_conv_linear": dense / 1e9,
-                         "gflops_attention": extra / 1e9, "gflops_total": (dense + extra) / 1e9,
-                         "images_per_s": speed})
+            speed = throughput(
+                model, batch=batch, image_size=size, device=device, bf16=on_gpu, warmup=warmup, repeats=repeats
+            )
+            rows.append(
+                {
+                    "backbone": backbone,
+                    "image_size": size,
+                    "batch": batch,
+                    "variant": variant,
+                    "params": params,
+                    "extra_params": params - base_params,
+                    "gflops_conv_linear": dense / 1e9,
+                    "gflops_attention": extra / 1e9,
+                    "gflops_total": (dense + extra) / 1e9,
+                    "images_per_s": speed,
+                }
+            )
             del model
             if on_gpu:
                 torch.cuda.empty_cache()
     device_name = torch.cuda.get_device_name(device) if on_gpu else platform.processor() or "cpu"
-    print(f"\ndevice: {device_name} | torch {torch.__version__} | {'bf16 autocast' if on_gpu else 'fp32'}, "
-          f"channels-last, median of {repeats} steps")
-    header = f"{'backbone':<9} {'px':>4} {'variant':<9} {'params':>11} {'+params':>9} {'GFLOPs':>8} {'+attn':>8} " \
-             f"{'img/s':>9} {'vs none':>8}"
+    print(
+        f"\ndevice: {device_name} | torch {torch.__version__} | {'bf16 autocast' if on_gpu else 'fp32'}, "
+        f"channels-last, median of {repeats} steps"
+    )
+    header = (
+        f"{'backbone':<9} {'px':>4} {'variant':<9} {'params':>11} {'+params':>9} {'GFLOPs':>8} {'+attn':>8} "
+        f"{'img/s':>9} {'vs none':>8}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
-        base = next(r for r in rows if r["backbone"] == row["backbone"] and r["variant"] == "none")
-        print(f"{row['backbone']:<9} {row['image_size']:>4} {row['variant']:<9} {row['params']:>11,} "
-              f"{row['extra_params']:>9,} {row['gflops_total']:>8.4f} {row['gflops_attention']:>8.4f} "
-              f"{row['images_per_s']:>9.0f} {row['images_per_s'] / base['images_per_s']:>8.3f}")
+        base = next(
+            r
+            for r in rows
+            if r["backbone"] == row["backbone"] and r["variant"] == "none" and r["image_size"] == row["image_size"]
+        )
+        print(
+            f"{row['backbone']:<9} {row['image_size']:>4} {row['variant']:<9} {row['params']:>11,} "
+            f"{row['extra_params']:>9,} {row['gflops_total']:>8.4f} {row['gflops_attention']:>8.4f} "
+            f"{row['images_per_s']:>9.0f} {row['images_per_s'] / base['images_per_s']:>8.3f}"
+        )
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "bf16": on_gpu,
-                                           "rows": rows}, indent=2) + "\n")
+        args.output.write_text(
+            json.dumps({"device": device_name, "torch": torch.__version__, "bf16": on_gpu, "rows": rows}, indent=2)
+            + "\n"
+        )
         print(f"wrote {args.output}")
+    if args.plot:
+        plot(rows, f"{device_name}, torch {torch.__version__}", args.plot)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""The benchmark scripts run end to end at toy sizes (their numbers are only meaningful on real hardware)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import ROOT, run_tool
+
+
+def test_vision_ca_bench_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_tool(
+        str(ROOT / "tools/bench/vision_ca.py"),
+        "--device",
+        "cpu",
+        "--configs",
+        "resnet20:16:4",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--output",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"none", "se", "eca", "mca_e", "mca_s"}
+    assert rows["mca_s"]["extra_params"] == 9 * 7 and rows["eca"]["extra_params"] == 9 * 3
+    assert rows["mca_s"]["gflops_attention"] > rows["mca_e"]["gflops_attention"] > rows["eca"]["gflops_attention"] > 0
+    assert all(r["images_per_s"] > 0 for r in rows.values())
+    assert "vs none" in result.stdout
