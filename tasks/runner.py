@@ -129,8 +129,9 @@ def _resolve(cfg: DictConfig) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the best checkpoint, write ``metrics.json`` into the run directory and return the metrics.
 
-    Returns the test metrics plus the last validation metrics, as floats, and ``time/fit_s``. When the config
-    names ``optimized_metric``, the caller (``tools/train.py``) returns that value to Hydra's sweeper.
+    Returns the test metrics, the last epoch's validation metrics (``val/*``), ``time/fit_s`` and ``test/ckpt``.
+    When the config names ``optimized_metric``, the caller (``tools/train.py``) returns that value to Hydra's
+    sweeper.
     """
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
@@ -141,7 +142,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     if cfg.get("fit", True):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if not k.startswith("train/")})
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         ckpt_path = None
     metrics["time/fit_s"] = time.perf_counter() - start
     if cfg.get("test", True):
