@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+# Without a GPU, Triton kernels run under its CPU interpreter. Triton reads TRITON_INTERPRET when it is imported
+# (torch imports it), so this must happen before anything imports torch.
+if not os.environ.get("TRITON_INTERPRET") and importlib.util.find_spec("triton") is not None:
+    _cuda = os.path.exists("/dev/nvidia0") or os.environ.get("CUDA_VISIBLE_DEVICES") not in (None, "")
+    if not _cuda:
+        os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest
 from hydra import compose, initialize_config_dir

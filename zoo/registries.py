@@ -27,7 +27,7 @@ from zoo.registry import Registry
 
 CHANNEL_ATTENTION: Registry = Registry("channel_attention", locations=["zoo.channel_attention"])
 BACKBONE: Registry = Registry("backbone", locations=["zoo.backbones"])
-ATTENTION: Registry = Registry("attention")
+ATTENTION: Registry = Registry("attention", locations=["zoo.attention"])
 FFN: Registry = Registry("ffn")
 MODEL: Registry = Registry("model")
 OBJECTIVE: Registry = Registry("objective")

@@ -1,0 +1,171 @@
+"""Lightning attention (MiniMax-01): causal linear attention with a per-head exponential decay.
+
+    o_t = q_t S_t,   S_t = λ_h S_{t−1} + k_tᵀ v_t,   λ_h = exp(−s_h)        (no 1/√D scale, no normaliser)
+
+:func:`lightning_attention` computes a whole sequence (prefill / training) and :func:`lightning_attention_decode`
+one generation step. Backends: ``"torch"`` (MiniMax's block-256 algorithm in PyTorch, :mod:`.reference`),
+``"triton"`` (:mod:`.triton`), ``"auto"`` (Triton on CUDA tensors, PyTorch otherwise; the reason is logged once).
+``ZOO_KERNELS=reference`` forces PyTorch everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+import torch
+
+from kernels.lightning_attention.reference import (
+    lightning_attention_blockwise,
+    lightning_attention_decode_reference,
+    lightning_attention_quadratic,
+    lightning_attention_recurrent,
+)
+
+__all__ = [
+    "lightning_attention",
+    "lightning_attention_blockwise",
+    "lightning_attention_decode",
+    "lightning_attention_quadratic",
+    "lightning_attention_recurrent",
+    "resolve_backend",
+]
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "triton")
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    log.info(message)
+
+
+def _triton_unavailable(tensor: torch.Tensor, explicit: bool) -> str | None:
+    """Why the Triton backend cannot run on ``tensor`` here, or None if it can.
+
+    CPU tensors run the Triton code only when asked for explicitly under ``TRITON_INTERPRET=1`` (tests).
+    """
+    if os.environ.get("ZOO_KERNELS", "").lower() == "reference":
+        return "ZOO_KERNELS=reference"
+    interpreting = explicit and os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if tensor.device.type != "cuda" and not (interpreting and tensor.device.type == "cpu"):
+        return f"tensors are on {tensor.device.type}, not CUDA"
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - triton ships with torch's CUDA wheels
+        return f"triton is not importable ({exc})"
+    return None
+
+
+def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
+    """``"torch"`` or ``"triton"`` for a requested backend and the tensors it will run on."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    reason = _triton_unavailable(tensor, explicit=backend == "triton")
+    if backend == "triton":
+        if reason is not None and reason != "ZOO_KERNELS=reference":
+            raise RuntimeError(f"lightning_attention backend='triton' cannot run: {reason}")
+        return "torch" if reason else "triton"
+    if reason is not None:
+        _log_once(f"lightning_attention: using the PyTorch backend because {reason}")
+        return "torch"
+    return "triton"
+
+
+def _validate(q, k, v, decay, initial_state, cu_seqlens) -> None:
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            f"q, k, v must be [B, T, H, D] alike, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    B, _, H, D = q.shape
+    if decay.shape != (H,):
+        raise ValueError(f"decay must be [H] = [{H}], got {tuple(decay.shape)}")
+    n = B if cu_seqlens is None else cu_seqlens.numel() - 1
+    if cu_seqlens is not None:
+        if B != 1:
+            raise ValueError(f"cu_seqlens packs sequences into a batch of size 1, got B={B}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError("cu_seqlens must be a 1-D tensor of N+1 offsets")
+    if initial_state is not None and initial_state.shape != (n, H, D, v.shape[-1]):
+        raise ValueError(f"initial_state must be [{n}, {H}, {D}, {v.shape[-1]}], got {tuple(initial_state.shape)}")
+
+
+def lightning_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    decay: torch.Tensor,
+    *,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Decayed causal linear attention over whole sequences.
+
+    Args:
+        q, k, v: ``[B, T, H, D]`` (fp32, bf16 or fp16).
+        decay: ``[H]`` positive rates ``s_h``; the per-step decay is ``λ_h = exp(−s_h)``. It gets no gradient.
+        initial_state: ``[B, H, D, D]`` fp32, the state ``S_{−1}`` before the first token (``[N, ...]`` with
+            ``cu_seqlens``); differentiable.
+        output_final_state: also return the fp32 state after the last token, ``[B, H, D, D]`` (``[N, ...]``).
+        cu_seqlens: int32 ``[N+1]`` offsets of N sequences packed into a ``B = 1`` batch; the state restarts at
+            every sequence.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+
+    Returns:
+        ``o`` ``[B, T, H, D]`` in the dtype of ``q``, or ``(o, final_state)`` when ``output_final_state``.
+    """
+    _validate(q, k, v, decay, initial_state, cu_seqlens)
+    if resolve_backend(backend, q) == "triton":
+        if decay.requires_grad:
+            raise ValueError("the Triton lightning attention gives decay no gradient; pass decay.detach()")
+        from kernels.lightning_attention.triton import lightning_attention_triton
+
+        o, final = lightning_attention_triton(q, k, v, decay, initial_state, cu_seqlens, output_final_state)
+    else:
+        o, final = lightning_attention_blockwise(q, k, v, decay, initial_state, cu_seqlens)
+    return (o, final) if output_final_state else o
+
+
+def lightning_attention_decode(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    decay: torch.Tensor,
+    state: torch.Tensor,
+    *,
+    inplace: bool = False,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One generation step for a batch: ``S' = λ S + kᵀ v``, ``o = q S'``.
+
+    Args:
+        q, k, v: ``[B, H, D]`` or ``[B, 1, H, D]``.
+        decay: ``[H]`` rates.
+        state: ``[B, H, D, D]`` fp32.
+        inplace: update ``state`` in place (no allocation: CUDA-graph friendly) and return it.
+
+    Returns:
+        ``(o, new_state)``: ``o`` shaped like ``q``, ``new_state`` fp32 ``[B, H, D, D]``.
+    """
+    squeeze = q.dim() == 4
+    q3, k3, v3 = (x[:, 0] if squeeze else x for x in (q, k, v))
+    if state.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"the decode state must be fp32 (fp64 for fp64 checks), got {state.dtype}")
+    use_triton = state.dtype == torch.float32 and state.is_contiguous() and q3.shape[-1] >= 16
+    if resolve_backend(backend, q) == "triton" and use_triton:
+        from kernels.lightning_attention.triton import lightning_attention_decode_triton
+
+        o, new_state = lightning_attention_decode_triton(
+            q3.contiguous(), k3.contiguous(), v3.contiguous(), decay, state, inplace
+        )
+    else:
+        o, new_state = lightning_attention_decode_reference(q3, k3, v3, decay, state)
+        if inplace:
+            state.copy_(new_state)
+            new_state = state
+    return (o.unsqueeze(1) if squeeze else o), new_state
