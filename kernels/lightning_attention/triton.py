@@ -67,6 +67,13 @@ for _item in filter(None, os.environ.get("ZOO_LA_CONFIG", "").split(",")):
 # kernels
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
+def _segment(SEG, g):
+    """Row ``g`` of the segment table: (sequence, start token, end token, flags: 1 first, 2 last)."""
+    row = SEG + g * 4
+    return tl.load(row), tl.load(row + 1), tl.load(row + 2), tl.load(row + 3)
+
+
+@triton.jit
 def _pow_lambda(c, n):
     """λ^n = exp2(−c·n) with c = s·log2(e); n ≥ 0."""
     return tl.exp2(-c * n.to(tl.float32))
@@ -94,8 +101,7 @@ def _segment_summary_kernel(
     """Forward: Σ_t λ^{e−1−t} a_tᵀ b_t.  Reverse: Σ_t λ^{t−a+1} a_tᵀ b_t."""
     g = tl.program_id(0)
     h = tl.program_id(1)
-    a = tl.load(SEG + g * 4 + 1)
-    e = tl.load(SEG + g * 4 + 2)
+    _, a, e, _ = _segment(SEG, g)
     c = tl.load(C + h)
     offs_a = tl.arange(0, DA)
     offs_b = tl.arange(0, DB)
@@ -153,7 +159,8 @@ def _segment_scan_kernel(
             g = first + i
         base = (g * H + h).to(tl.int64) * DA * DB
         tl.store(STATE_IN + base + offs, state)
-        length = tl.load(SEG + g * 4 + 2) - tl.load(SEG + g * 4 + 1)
+        _, start, end, _ = _segment(SEG, g)
+        length = end - start
         state = state * _pow_lambda(c, length) + tl.load(SUM + base + offs)
 
 
@@ -186,10 +193,7 @@ def _chunk_fwd_kernel(
     g = tl.program_id(0)
     h = tl.program_id(1)
     vt = tl.program_id(2)
-    seq = tl.load(SEG + g * 4)
-    a = tl.load(SEG + g * 4 + 1)
-    e = tl.load(SEG + g * 4 + 2)
-    flags = tl.load(SEG + g * 4 + 3)
+    seq, a, e, flags = _segment(SEG, g)
     c = tl.load(C + h)
     offs_d = tl.arange(0, D)
     offs_v = vt * BV + tl.arange(0, BV)
@@ -262,10 +266,7 @@ def _chunk_bwd_dkdv_kernel(
 ):
     g = tl.program_id(0)
     h = tl.program_id(1)
-    seq = tl.load(SEG + g * 4)
-    a = tl.load(SEG + g * 4 + 1)
-    e = tl.load(SEG + g * 4 + 2)
-    flags = tl.load(SEG + g * 4 + 3)
+    seq, a, e, flags = _segment(SEG, g)
     c = tl.load(C + h)
     offs_d = tl.arange(0, D)
     offs_v = tl.arange(0, DV)
