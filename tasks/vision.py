@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tasks.base import BaseTask
 from zoo.errors import ConfigError
-from zoo.registries import BACKBONE, CHANNEL_ATTENTION, TASK
+from zoo.registries import BACKBONE, TASK
 
 
 @TASK.register("vision")
@@ -65,7 +65,6 @@ class VisionTask(BaseTask):
             decay_norm_and_bias=decay_norm_and_bias,
         )
         self.save_hyperparameters()
-        CHANNEL_ATTENTION.entry(ca)
         self.net = BACKBONE.build(
             backbone,
             num_classes=num_classes,
