@@ -54,6 +54,8 @@ CONFIG: dict[str, int] = {
     "bwd_warps": 8,
     "bwd_stages": 2,
     "summary_block": 64,
+    "summary_bv": 128,
+    "scan_block": 1024,
     "programs_per_sm": 4,
 }
 for _item in filter(None, os.environ.get("ZOO_LA_CONFIG", "").split(",")):
@@ -94,19 +96,21 @@ def _segment_summary_kernel(
     DA: tl.constexpr,
     DB: tl.constexpr,
     BT: tl.constexpr,
+    BB: tl.constexpr,
     REVERSE: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """Forward: Σ_t λ^{e−1−t} a_tᵀ b_t.  Reverse: Σ_t λ^{t−a+1} a_tᵀ b_t."""
+    """Forward: Σ_t λ^{e−1−t} a_tᵀ b_t.  Reverse: Σ_t λ^{t−a+1} a_tᵀ b_t.  One program per (segment, head, BB
+    columns of b)."""
     g = tl.program_id(0)
     h = tl.program_id(1)
     _, a, e, _ = _segment(SEG, g)
     c = tl.load(C + h)
     offs_a = tl.arange(0, DA)
-    offs_b = tl.arange(0, DB)
+    offs_b = tl.program_id(2) * BB + tl.arange(0, BB)
     rows = tl.arange(0, BT)
-    acc = tl.zeros([DA, DB], dtype=tl.float32)
+    acc = tl.zeros([DA, BB], dtype=tl.float32)
     for start in range(a, e, BT):
         t = start + rows
         valid = t < e
@@ -425,7 +429,8 @@ def _scan(
     H, da, db = a.shape[1], a.shape[2], b.shape[2]
     block = _block_size("summary")
     sums = torch.empty(segs.num_segments, H, da, db, device=a.device, dtype=torch.float32)
-    _segment_summary_kernel[(segs.num_segments, H)](
+    bb = db if INTERPRET else min(db, CONFIG["summary_bv"])
+    _segment_summary_kernel[(segs.num_segments, H, db // bb)](
         a,
         b,
         sums,
@@ -439,11 +444,12 @@ def _scan(
         DA=da,
         DB=db,
         BT=block,
+        BB=bb,
         REVERSE=reverse,
         **_dot_args(a.dtype),
     )
     state_in = torch.empty_like(sums)
-    tile = min(1024, da * db)
+    tile = min(CONFIG["scan_block"], da * db)
     _segment_scan_kernel[(segs.num_seqs, H, da * db // tile)](
         sums,
         init if init is not None else sums,

@@ -240,17 +240,24 @@ TUNE_GRID = {
     ],
     "bwd": [dict(bwd_block=bt, bwd_warps=w, bwd_stages=st) for bt in (32, 64) for w in (4, 8) for st in (1, 2)],
     "split": [dict(programs_per_sm=p) for p in (1, 2, 4)],
+    "prepass": [
+        dict(summary_block=sb, summary_bv=bv, scan_block=scan, programs_per_sm=p)
+        for sb in (64, 128)
+        for bv in (64, 128)
+        for scan in (256, 1024)
+        for p in (2, 4)
+    ],
 }
 
 
-def tune(lengths: list[int]) -> list[dict]:
+def tune(lengths: list[int], groups: list[str]) -> list[dict]:
     """Time our kernels under each launch configuration of TUNE_GRID (one group at a time, others at default)."""
     from kernels.lightning_attention import triton as la_triton
 
     default = dict(la_triton.CONFIG)
     rows = []
-    for group, configs in TUNE_GRID.items():
-        for cfg in configs:
+    for group in groups:
+        for cfg in TUNE_GRID[group]:
             la_triton.CONFIG.clear()
             la_triton.CONFIG.update(default | cfg)
             for t in lengths:
@@ -337,6 +344,7 @@ def main() -> None:
     parser.add_argument("--with-torch", action="store_true", help="also time the PyTorch reference")
     parser.add_argument("--skip", nargs="*", default=[], choices=["sweep", "decode", "accuracy"])
     parser.add_argument("--tune", type=int, nargs="*", help="only time launch configurations at these T")
+    parser.add_argument("--tune-groups", nargs="*", default=list(TUNE_GRID), choices=list(TUNE_GRID))
     parser.add_argument("--output", type=Path)
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--replot", type=Path, help="print and plot an earlier --output JSON")
@@ -358,7 +366,7 @@ def main() -> None:
     except ImportError:
         have_fla, fla_version = False, None
     if args.tune:
-        rows = tune(args.tune)
+        rows = tune(args.tune, args.tune_groups)
         if args.output:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(json.dumps({"device": torch.cuda.get_device_name(), "tune": rows}, indent=2))
