@@ -240,6 +240,13 @@ TUNE_GRID = {
     ],
     "bwd": [dict(bwd_block=bt, bwd_warps=w, bwd_stages=st) for bt in (32, 64) for w in (4, 8) for st in (1, 2)],
     "split": [dict(programs_per_sm=p) for p in (1, 2, 4)],
+    "wide": [
+        dict(fwd_block=128, fwd_bv=bv, fwd_warps=w, fwd_stages=st, summary_block=128)
+        for bv in (64, 128)
+        for w in (8,)
+        for st in (1, 2)
+    ]
+    + [dict(bwd_block=128, bwd_warps=8, bwd_stages=st) for st in (1, 2)],
     "prepass": [
         dict(summary_block=sb, summary_bv=bv, scan_block=scan, programs_per_sm=p)
         for sb in (64, 128)
