@@ -8,7 +8,6 @@ names (``task=vision model.ca=mca``), LightningCLI from ``conf/cli/*.yaml`` by c
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import lightning as L
@@ -16,7 +15,6 @@ from lightning.pytorch.cli import LightningCLI
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.checkpoint import AtomicCheckpointIO
-from zoo.errors import find_zoo_error
 from zoo.registries import DATA, TASK
 
 
@@ -50,18 +48,6 @@ def make_cli(args: list[str] | None = None, *, run: bool = True, **kwargs: Any) 
         run=run,
         **kwargs,
     )
-
-
-def main(args: list[str] | None = None) -> None:
-    """Run the CLI; a configuration error (also when jsonargparse wraps it) is one paragraph and exit status 2."""
-    try:
-        make_cli(args)
-    except Exception as exc:
-        error = find_zoo_error(exc)
-        if error is None:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 def _class_spec(target: str, init_args: dict[str, Any]) -> dict[str, Any]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from zoo.errors import ConfigError, ZooError
+from zoo.errors import ConfigError, exit_on_config_error
 
 
 def config_dir() -> str:
@@ -26,30 +25,25 @@ def run_job(cfg) -> float | None:
     """Hydra's task function: train and test, print a configuration error as one paragraph and exit 2."""
     from tasks.runner import objective_value, train
 
-    try:
+    with exit_on_config_error():
         return objective_value(cfg, train(cfg))
-    except ZooError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 def train() -> None:
     """``zoo-train`` / ``python tools/train.py``: the Hydra front end."""
     import hydra
 
-    try:
+    with exit_on_config_error():
         path = config_dir()
-    except ZooError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     hydra.main(version_base="1.3", config_path=path, config_name="train")(run_job)()
 
 
 def cli() -> None:
     """``zoo-cli`` / ``python tools/cli.py``: the LightningCLI front end."""
-    from tasks.cli import main
+    from tasks.cli import make_cli
 
-    main()
+    with exit_on_config_error():
+        make_cli()
 
 
 def list_components(argv: list[str] | None = None) -> None:

@@ -7,6 +7,10 @@ paragraph and exit with status 2 instead of showing a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
+
 
 class ZooError(Exception):
     """Base class of the errors a user can fix by changing the configuration or the machine."""
@@ -43,3 +47,17 @@ def find_zoo_error(exc: BaseException | None) -> ZooError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+@contextlib.contextmanager
+def exit_on_config_error() -> Iterator[None]:
+    """Turn a :class:`ZooError` raised inside (also when wrapped by another library) into one paragraph on
+    stderr and exit status 2; any other exception propagates unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        error = find_zoo_error(exc)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
