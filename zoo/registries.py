@@ -11,8 +11,10 @@ registry                      contract
 ``BACKBONE``                  ``fn(*, num_classes, in_chans, ca, ca_kwargs, **kw) → nn.Module`` producing logits,
                               see :mod:`zoo.backbones`
 ``ATTENTION``                 token mixers: ``cls(dim, num_heads, *, layer_idx, num_layers, **kw)``
-``FFN``                       feed-forward blocks: ``cls(dim, hidden_dim, **kw)``
-``MODEL``                     whole networks built from a config (language and vision-language models)
+``FFN``                       ``cls(dim, hidden_dim, *, device=None, dtype=None, **kw)``; ``[..., dim] → [..., dim]``;
+                              sparse blocks leave ``.loss`` (aux terms to add) and statistics, see :mod:`zoo.ffn`
+``MODEL``                     ``cls(config, *, device=None, dtype=None)``: whole networks (language models), see
+                              :mod:`zoo.models`
 ``OBJECTIVE``                 RL policy losses: ``obj(logprobs, old_logprobs, advantages, mask, **extra)``
 ``OPTIMIZER``                 ``fn(param_groups, **kw) → torch.optim.Optimizer``, see :mod:`zoo.optim`
 ``SCHEDULER``                 ``fn(optimizer, *, total_steps, **kw) → LRScheduler`` (stepped every step)
@@ -28,8 +30,8 @@ from zoo.registry import Registry
 CHANNEL_ATTENTION: Registry = Registry("channel_attention", locations=["zoo.channel_attention"])
 BACKBONE: Registry = Registry("backbone", locations=["zoo.backbones"])
 ATTENTION: Registry = Registry("attention", locations=["zoo.attention"])
-FFN: Registry = Registry("ffn")
-MODEL: Registry = Registry("model")
+FFN: Registry = Registry("ffn", locations=["zoo.ffn"])
+MODEL: Registry = Registry("model", locations=["zoo.models"])
 OBJECTIVE: Registry = Registry("objective")
 OPTIMIZER: Registry = Registry("optimizer", locations=["zoo.optim"])
 SCHEDULER: Registry = Registry("scheduler", locations=["zoo.optim"])

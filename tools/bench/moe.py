@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""MiniMax-01's MoE layer against a dense SwiGLU of the same active FLOPs: training throughput of one layer.
+
+    python tools/bench/moe.py --device cuda --output docs/bench/moe_h100.json     # E=32, top-2, bf16, 16K tokens
+    python tools/bench/moe.py --device cpu --tokens 256 --dim 64 --hidden 128 --experts 4 --dtype fp32
+
+Each row times forward + backward of one layer on ``--tokens`` tokens (``[tokens, dim]``, a fixed random output
+gradient; the MoE's auxiliary ``loss`` is back-propagated too): the median of ``--repeats`` iterations after
+``--warmup``, timed with CUDA events on the GPU and ``time.perf_counter`` on the CPU. Rows:
+
+* ``dense``: ``SwiGLU(dim, top_k · hidden)`` — the same active expert FLOPs per token as the MoE;
+* ``loop``: ``MoE(impl="loop")`` — one expert at a time (one host sync per step);
+* ``grouped_mm``: ``MoE(impl="grouped_mm")`` — two grouped GEMMs over all experts, no host sync;
+* with ``--compile``, ``dense+compile`` and ``grouped_mm+compile``: the same modules under
+  ``torch.compile(fullgraph=True)`` (the loop cannot compile: it reads the group sizes on the host).
+
+Parameters and inputs are in ``--dtype`` (bf16 by default; the router always computes in fp32). TFLOP/s counts
+the expert (or dense) matrix products only: 3 × 2 × tokens × 3 · dim · top_k · hidden for forward + backward.
+``rel_err_vs_loop`` is ‖y − y_loop‖ / ‖y_loop‖ of the layer output on the same weights and input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from zoo.ffn import MoE, SwiGLU, grouped_mm_available
+from zoo.io import write_json
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--hidden", type=int, default=2048, help="each expert's hidden width")
+    parser.add_argument("--experts", type=int, default=32)
+    parser.add_argument("--top-k", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=16384)
+    parser.add_argument("--capacity-factor", type=float, default=None, help="default: dropless")
+    parser.add_argument("--impls", nargs="+", default=["loop", "grouped_mm"], choices=["loop", "grouped_mm"])
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile'd dense and grouped_mm (fullgraph)"
+    )
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="write the results as JSON here")
+    return parser.parse_args(argv)
+
+
+def time_step(step: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
+    """Median seconds of ``step`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(max(repeats, 1)):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        y = module(x)
+        loss = getattr(module, "loss", None)
+        if loss is None:
+            y.backward(grad)
+        else:
+            torch.autograd.backward([y, loss], [grad, torch.ones_like(loss)])
+
+    return step
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Time every row; return ``{"config", "env", "rows"}`` (also written to ``args.output`` if set)."""
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    factory = {"device": device, "dtype": dtype}
+    torch.manual_seed(args.seed)
+    x = torch.randn(args.tokens, args.dim, **factory).requires_grad_()
+    grad = torch.randn(args.tokens, args.dim, **factory)
+    flops = 3 * 2 * args.tokens * 3 * args.dim * args.top_k * args.hidden
+
+    dense = SwiGLU(args.dim, args.top_k * args.hidden, **factory)
+    for p in dense.parameters():
+        nn.init.normal_(p, std=0.02)
+    kw = dict(num_experts=args.experts, top_k=args.top_k, capacity_factor=args.capacity_factor, **factory)
+    modules: dict[str, nn.Module] = {"dense": dense}
+    reference = None
+    for impl in args.impls:
+        if impl == "grouped_mm" and not grouped_mm_available():
+            print(f"skipping grouped_mm: torch {torch.__version__} has no grouped_mm", file=sys.stderr)
+            continue
+        moe = MoE(args.dim, args.hidden, impl=impl, **kw)
+        if reference is None:
+            reference = moe
+        else:
+            moe.load_state_dict(reference.state_dict())
+        modules[impl] = moe
+    if args.compile:
+        for name in [n for n in modules if n != "loop"]:  # the loop syncs on the group sizes: it cannot compile
+            modules[f"{name}+compile"] = torch.compile(modules[name], fullgraph=True)
+
+    outputs = {}
+    with torch.no_grad():
+        for name, module in modules.items():
+            if not name.startswith("dense"):
+                outputs[name] = module(x).float()
+    rows = []
+    for name, module in modules.items():
+        seconds = time_step(make_step(module, x, grad), device, args.warmup, args.repeats)
+        row = {
+            "impl": name,
+            "ms": seconds * 1e3,
+            "tokens_per_s": args.tokens / seconds,
+            "tflops": flops / seconds / 1e12,
+        }
+        if name in outputs and "loop" in outputs:
+            ref = outputs["loop"]
+            row["rel_err_vs_loop"] = float((outputs[name] - ref).norm() / ref.norm())
+        if not name.startswith("dense"):
+            row["dropped_fraction"] = float(module.dropped_fraction)
+        rows.append(row)
+    for row in rows:
+        row["ratio_vs_dense"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
+
+    env = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+    }
+    result = {"config": {k: v for k, v in vars(args).items() if k != "output"}, "env": env, "rows": rows}
+    print(
+        f"MoE E={args.experts} top-{args.top_k}, dim={args.dim}, hidden={args.hidden}, {args.tokens} tokens, "
+        f"{args.dtype}, {env['device']}, torch {env['torch']}; dense hidden = {args.top_k * args.hidden}\n"
+    )
+    print("| impl | ms (fwd+bwd) | tokens/s | TFLOP/s | vs dense | rel. err vs loop |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        err = f"{r['rel_err_vs_loop']:.1e}" if "rel_err_vs_loop" in r else "—"
+        print(
+            f"| {r['impl']} | {r['ms']:.3f} | {r['tokens_per_s']:,.0f} | {r['tflops']:.2f} | "
+            f"{r['ratio_vs_dense']:.3f} | {err} |"
+        )
+    if args.output:
+        write_json(args.output, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,437 @@
+"""MiniMax-01's sparse mixture-of-experts feed-forward block (``FFN`` name ``moe``).
+
+MiniMax-01 §2.1 and minimax.md §3: every layer has E = 32 SwiGLU experts, each token goes to its top-2 experts
+with the two softmax probabilities renormalised to sum to 1, there is no shared expert, training adds a
+load-balancing loss and drops tokens beyond each expert's capacity, and inference is dropless::
+
+    logits = x·W_gᵀ                      (fp32)                    [N, E]
+    p      = softmax(logits)                                        [N, E]
+    w, idx = TopK(p, k);  w ← w / Σ_k w                             [N, k]
+    y      = Σ_k w_k · FFN_{idx_k}(x),   FFN_e(x) = W_down,e( SiLU(W_gate,e·x) ⊙ W_up,e·x )
+
+Parameter names and layouts are those of Hugging Face's ``MiniMaxSparseMoeBlock`` (transformers 5.x), so weights
+map one to one: ``gate.weight`` ``[E, D]``; ``experts.gate_up_proj`` ``[E, 2H, D]`` (rows ``0..H-1`` are the gate
+``w1``, rows ``H..2H-1`` the up projection ``w3``); ``experts.down_proj`` ``[E, D, H]`` (``w2``). MiniMax's own
+checkpoints store ``block_sparse_moe.experts.{e}.{w1,w3,w2}.weight``; stacking ``[w1; w3]`` gives
+``gate_up_proj[e]`` and ``w2`` is ``down_proj[e]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.registries import FFN
+
+__all__ = [
+    "AUX_LOSS_TYPES",
+    "GROUPED_MM_ALIGN",
+    "IMPLS",
+    "MoE",
+    "MoEExperts",
+    "capacity_mask",
+    "expert_capacity",
+    "grouped_mm_available",
+    "load_balancing_loss",
+    "router_z_loss",
+]
+
+IMPLS = ("auto", "grouped_mm", "loop")
+AUX_LOSS_TYPES = ("switch", "gshard", "paper")
+GROUPED_MM_ALIGN = 8
+"""``grouped_mm`` needs every row stride to be a multiple of 16 bytes: ``dim`` and ``hidden_dim`` multiples of 8
+(bf16)."""
+
+
+def _grouped_mm_fn() -> Callable[..., torch.Tensor] | None:
+    return getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
+
+def grouped_mm_available() -> bool:
+    """Whether this torch has ``torch.nn.functional.grouped_mm`` (or the older ``torch._grouped_mm``)."""
+    return _grouped_mm_fn() is not None
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """Autocast's dtype if autocast is on for ``device_type``, else None."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+    except RuntimeError:  # a device type autocast does not know (meta)
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def _autocast_off(device_type: str, enabled: bool) -> Iterator[None]:
+    if enabled:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    else:
+        yield
+
+
+def _expert_counts(flat_index: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Assignments per expert, int64 ``[E]``, without a host sync (``bincount`` syncs, ``histc`` is
+    nondeterministic on CUDA)."""
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=flat_index.device)
+    return counts.scatter_add_(0, flat_index, torch.ones_like(flat_index))
+
+
+def expert_capacity(num_tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
+    """``C = ⌈capacity_factor · N · k / E⌉`` assignments per expert."""
+    return math.ceil(capacity_factor * num_tokens * top_k / num_experts)
+
+
+def capacity_mask(top_k_index: torch.Tensor, num_experts: int, capacity: int) -> torch.Tensor:
+    """Which (token, slot) assignments an expert of capacity ``capacity`` serves; ``[N, k]`` bool.
+
+    Priority order (GShard / Switch): every token's first choice before any second choice, and within a slot by
+    token order. An assignment is kept iff fewer than ``capacity`` assignments to the same expert precede it in
+    that order. Computed with a stable sort and a cumulative count, on the device, without host syncs;
+    deterministic.
+
+    Args:
+        top_k_index: ``[N, k]`` expert of each (token, slot).
+        num_experts: E.
+        capacity: C.
+    """
+    n, k = top_k_index.shape
+    flat = top_k_index.t().reshape(-1)  # slot-major: position s·N + t is the priority of (t, s)
+    order = torch.argsort(flat, stable=True)
+    counts = _expert_counts(flat, num_experts)
+    starts = counts.cumsum(0) - counts
+    rank = torch.arange(flat.numel(), device=flat.device) - starts[flat[order]]  # rank within its expert
+    keep = torch.empty_like(flat, dtype=torch.bool)
+    keep[order] = rank < capacity
+    return keep.view(k, n).t()
+
+
+def load_balancing_loss(
+    probs: torch.Tensor, top_k_index: torch.Tensor, num_experts: int, kind: str = "switch"
+) -> torch.Tensor:
+    """The unweighted load-balancing loss of one layer's routing.
+
+    ``f_e`` = fraction of tokens whose top-k contains expert e (the top-k one-hot summed over the k slots and
+    averaged over tokens, so ``Σ_e f_e = k``); ``P_e`` = mean router probability of expert e.
+
+    * ``"switch"``: ``E · Σ_e f_e·P_e`` — Switch Transformer's form as in Hugging Face's and MiniMax's released
+      code (``load_balancing_loss_func``); k at perfect balance.
+    * ``"gshard"`` / ``"paper"``: ``(1/E) · Σ_e f_e·P_e`` — the MiniMax-01 paper's eq. (§2.1, GShard-style),
+      E² times smaller than ``"switch"`` (k/E² at perfect balance).
+
+    Args:
+        probs: ``[N, E]`` router softmax probabilities.
+        top_k_index: ``[N, k]`` chosen experts.
+        num_experts: E.
+        kind: ``"switch"``, ``"gshard"`` or ``"paper"``.
+
+    Returns:
+        a scalar in ``probs``' dtype, differentiable w.r.t. ``probs`` (``f`` is a count).
+    """
+    if kind not in AUX_LOSS_TYPES:
+        raise ValueError(f"Unknown aux_loss_type '{kind}'. Valid choices: {', '.join(AUX_LOSS_TYPES)}.")
+    f = _expert_counts(top_k_index.reshape(-1), num_experts).to(probs.dtype) / probs.shape[0]
+    dot = (f * probs.mean(0)).sum()
+    return dot * num_experts if kind == "switch" else dot / num_experts
+
+
+def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
+    """ST-MoE's router z-loss ``mean_t( logsumexp_e(logits_te)² )`` (Zoph et al. 2022, eq. 5); ``logits`` ``[N, E]``."""
+    return torch.logsumexp(logits, dim=-1).square().mean()
+
+
+class MoEExperts(nn.Module):
+    """E SwiGLU experts stored as two stacked tensors (Hugging Face's ``MiniMaxExperts`` layout).
+
+    ``FFN_e(x) = down_proj[e] · ( SiLU(g) ⊙ u )`` with ``[g; u] = gate_up_proj[e] · x``.
+
+    Args:
+        num_experts: E.
+        dim: D.
+        hidden_dim: H.
+
+    Parameters: ``gate_up_proj`` ``[E, 2H, D]``, ``down_proj`` ``[E, D, H]``.
+    """
+
+    def __init__(self, num_experts: int, dim: int, hidden_dim: int, *, device=None, dtype=None) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.num_experts = num_experts
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * hidden_dim, dim, **factory))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, dim, hidden_dim, **factory))
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        nn.init.normal_(self.gate_up_proj, std=std)
+        nn.init.normal_(self.down_proj, std=std)
+
+    def extra_repr(self) -> str:
+        return f"num_experts={self.num_experts}, dim={self.dim}, hidden_dim={self.hidden_dim}"
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        top_k_index: torch.Tensor,
+        top_k_weights: torch.Tensor,
+        *,
+        impl: str = "loop",
+        compute_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """``y_t = Σ_k top_k_weights[t, k] · FFN_{top_k_index[t, k]}(x_t)``.
+
+        The (token, slot) assignments are sorted by expert (stable, so by token within an expert); ``"loop"`` runs
+        one expert at a time (one host sync for the group sizes), ``"grouped_mm"`` runs two grouped GEMMs over all
+        groups at once (no host sync). Both scale each expert output by its weight in the weights' dtype and
+        ``index_add_`` it into an output of ``x``'s dtype, as Hugging Face's ``MiniMaxExperts`` does. Autocast is
+        off inside: the matrix products run in ``compute_dtype`` (default ``x.dtype``).
+
+        Args:
+            x: ``[N, D]`` tokens.
+            top_k_index: ``[N, k]`` int64 experts.
+            top_k_weights: ``[N, k]`` combine weights (0 for an assignment dropped by capacity).
+            impl: ``"loop"`` or ``"grouped_mm"``.
+            compute_dtype: dtype of the expert matrix products.
+
+        Returns:
+            ``[N, D]`` in ``x.dtype``.
+        """
+        cdt = compute_dtype or x.dtype
+        k = top_k_index.shape[-1]
+        flat = top_k_index.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        token = order // k
+        weight = top_k_weights.reshape(-1)[order].unsqueeze(-1)
+        counts = _expert_counts(flat, self.num_experts)
+        out = x.new_zeros(x.shape)
+        with _autocast_off(x.device.type, _autocast_dtype(x.device.type) is not None):
+            if impl == "grouped_mm":
+                h = self._grouped(x[token].to(cdt), counts, cdt)
+                self._combine(out, token, h, weight)
+            elif impl == "loop":
+                start = 0
+                for e, end in enumerate(counts.cumsum(0).tolist()):
+                    if end > start:
+                        rows = token[start:end]
+                        h = self._expert(e, x[rows].to(cdt), cdt)
+                        self._combine(out, rows, h, weight[start:end])
+                    start = end
+            else:
+                raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: grouped_mm, loop.")
+        return out
+
+    @staticmethod
+    def _combine(out: torch.Tensor, rows: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> None:
+        out.index_add_(0, rows, (h * weight).to(out.dtype))
+
+    def _expert(self, e: int, x: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
+        gate, up = F.linear(x, self.gate_up_proj[e].to(cdt)).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.down_proj[e].to(cdt))
+
+    def _grouped(self, xs: torch.Tensor, counts: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
+        # offs[-1] must equal the number of rows: grouped_mm leaves the gradient of rows past it uninitialised.
+        gmm = _grouped_mm_fn()
+        assert gmm is not None
+        offs = counts.cumsum(0).to(torch.int32)
+        gate, up = gmm(xs, self.gate_up_proj.to(cdt).transpose(-2, -1), offs=offs).chunk(2, dim=-1)
+        return gmm(F.silu(gate) * up, self.down_proj.to(cdt).transpose(-2, -1), offs=offs)
+
+
+@FFN.register("moe")
+class MoE(nn.Module):
+    """MiniMax-01's top-k mixture of SwiGLU experts (MiniMax-01 §2.1, minimax.md §3).
+
+    Router, in fp32 (fp64 for fp64 inputs) with autocast off, exactly Hugging Face's ``MiniMaxSparseMoeBlock``::
+
+        logits = x·W_gᵀ;  p = softmax(logits);  w, idx = TopK(p, k);  w ← w / Σ_k w
+        y = Σ_k w_k · FFN_{idx_k}(x),   FFN_e(x) = down_e( SiLU(gate_e·x) ⊙ up_e·x )
+
+    **Load balancing.** Every forward (training and eval) computes, with ``f_e`` the fraction of tokens whose
+    top-k contains e (``Σ_e f_e = k``) and ``P_e`` the mean router probability:
+
+    * ``aux_loss_type="switch"`` (default): ``L_aux = E · Σ_e f_e·P_e``, the form of MiniMax's and Hugging Face's
+      released code; MiniMax's released config pairs it with ``aux_loss_coef = router_aux_loss_coef = 0.001``.
+    * ``"gshard"`` or its alias ``"paper"``: ``L_aux = (1/E) · Σ_i f_i·m_i`` (m = P), the MiniMax-01 paper's
+      formula (§2.1), whose pretraining used α_aux = 0.01 with it (§4.2). At equal f and P it is E² times smaller than
+      ``"switch"``, so the two coefficients are not interchangeable.
+    * Router z-loss (ST-MoE): ``L_z = mean_t( logsumexp(logits_t)² )``, weighted by ``z_loss_coef`` (0: off).
+
+    **Capacity.** ``capacity_factor=None`` is dropless (MiniMax's inference, HF, vLLM). Otherwise each expert
+    serves at most ``C = ⌈capacity_factor · N · k / E⌉`` of the N tokens of the call, in priority order (all first
+    choices before any second choice, by token order within a slot); the rest are dropped: they contribute zero
+    and the kept weights are not renormalised (MiniMax-01 §2.1 token drop; the factor is not disclosed). Dropping
+    changes the output, not the cost: dropped assignments are still computed, with weight zero.
+
+    **Statistics for the task to log** (replaced by every forward):
+
+    ============================ ==================================================================================
+    ``aux_loss``                 unweighted ``L_aux``, scalar fp32, differentiable w.r.t. the router weight
+    ``z_loss``                   unweighted ``L_z``, scalar fp32
+    ``loss``                     ``aux_loss_coef · aux_loss + z_loss_coef · z_loss``: add it to the task's loss
+    ``expert_load``              detached fp32 ``[E]``: each expert's share of the N·k routed assignments
+                                 (before capacity), sums to 1
+    ``dropped_fraction``         detached scalar: share of the N·k assignments dropped by capacity (0 if dropless)
+    ``router_prob_mean``         ``P`` ``[E]`` fp32 with grad; with ``f = k · expert_load`` it lets a task build
+                                 Hugging Face's model-level loss ``E · Σ_e mean_l(f_l) · mean_l(P_l)`` over layers
+                                 l instead of summing the per-layer ``aux_loss``
+    ============================ ==================================================================================
+
+    Under activation checkpointing the recomputed forward overwrites them with the same values (jitter aside).
+
+    **Expert compute** (``impl``): ``"loop"`` runs one expert at a time and is the reference; ``"grouped_mm"``
+    sorts the assignments by expert and runs two grouped GEMMs (``torch.nn.functional.grouped_mm``) with no host
+    sync. On CUDA ``grouped_mm`` computes in bf16: it takes bf16 inputs or bf16 autocast as they are, and casts
+    other inputs to bf16 (only when asked for explicitly). On the CPU it computes in the input's dtype (fp32, bf16
+    or fp16; not fp64). It needs ``dim`` and ``hidden_dim`` to be multiples of 8. ``"auto"`` picks
+    ``"grouped_mm"`` on CUDA when the computation is bf16 (bf16 inputs or bf16 autocast) and the widths are
+    aligned, else ``"loop"``.
+
+    Args:
+        dim: model width D.
+        hidden_dim: each expert's inner width H.
+        num_experts: E.
+        top_k: k, experts per token.
+        capacity_factor: None (dropless) or the factor of ``C`` above.
+        aux_loss_coef: weight of ``aux_loss`` in ``loss``.
+        aux_loss_type: ``"switch"``, ``"gshard"`` or ``"paper"`` (see above).
+        z_loss_coef: weight of ``z_loss`` in ``loss``.
+        jitter_noise: in training, the router input is multiplied by U(1 − ε, 1 + ε) noise (the experts see the
+            clean input).
+        impl: ``"auto"``, ``"grouped_mm"`` or ``"loop"``.
+
+    Shapes: ``x`` ``[..., D]`` → ``[..., D]`` in ``x``'s dtype (also under autocast).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden_dim: int,
+        *,
+        num_experts: int = 32,
+        top_k: int = 2,
+        capacity_factor: float | None = None,
+        aux_loss_coef: float = 0.001,
+        aux_loss_type: str = "switch",
+        z_loss_coef: float = 0.0,
+        jitter_noise: float = 0.0,
+        impl: str = "auto",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if aux_loss_type not in AUX_LOSS_TYPES:
+            raise ValueError(f"Unknown aux_loss_type '{aux_loss_type}'. Valid choices: {', '.join(AUX_LOSS_TYPES)}.")
+        if impl not in IMPLS:
+            raise ValueError(f"Unknown impl '{impl}'. Valid choices: {', '.join(IMPLS)}.")
+        if not 1 <= top_k <= num_experts:
+            raise ValueError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
+        if capacity_factor is not None and capacity_factor <= 0:
+            raise ValueError(f"capacity_factor must be positive or None (dropless), got {capacity_factor}")
+        if not 0 <= jitter_noise < 1:
+            raise ValueError(f"jitter_noise must be in [0, 1), got {jitter_noise}")
+        aligned = dim % GROUPED_MM_ALIGN == 0 and hidden_dim % GROUPED_MM_ALIGN == 0
+        if impl == "grouped_mm" and not aligned:
+            raise ValueError(
+                f"impl='grouped_mm' needs dim and hidden_dim to be multiples of {GROUPED_MM_ALIGN} "
+                f"(16-byte rows), got dim={dim}, hidden_dim={hidden_dim}; use impl='loop' or 'auto'"
+            )
+        if impl == "grouped_mm" and not grouped_mm_available():
+            raise ValueError(f"impl='grouped_mm' needs torch.nn.functional.grouped_mm (torch {torch.__version__})")
+        factory = {"device": device, "dtype": dtype}
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.capacity_factor = capacity_factor
+        self.aux_loss_coef = aux_loss_coef
+        self.aux_loss_type = aux_loss_type
+        self.z_loss_coef = z_loss_coef
+        self.jitter_noise = jitter_noise
+        self.impl = impl
+        self._aligned = aligned
+        self.gate = nn.Linear(dim, num_experts, bias=False, **factory)
+        self.experts = MoEExperts(num_experts, dim, hidden_dim, **factory)
+        self.reset_parameters()
+        self.aux_loss: torch.Tensor | None = None
+        self.z_loss: torch.Tensor | None = None
+        self.loss: torch.Tensor | None = None
+        self.expert_load: torch.Tensor | None = None
+        self.dropped_fraction: torch.Tensor | None = None
+        self.router_prob_mean: torch.Tensor | None = None
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Normal(0, ``std``) router and expert weights."""
+        nn.init.normal_(self.gate.weight, std=std)
+        self.experts.reset_parameters(std)
+
+    def extra_repr(self) -> str:
+        cap = "dropless" if self.capacity_factor is None else f"capacity_factor={self.capacity_factor}"
+        return (
+            f"dim={self.dim}, hidden_dim={self.hidden_dim}, num_experts={self.num_experts}, top_k={self.top_k}, "
+            f"{cap}, aux={self.aux_loss_type}×{self.aux_loss_coef}, z×{self.z_loss_coef}, impl={self.impl}"
+        )
+
+    def plan(self, x: torch.Tensor) -> tuple[str, torch.dtype]:
+        """The expert implementation and compute dtype this module uses for ``x`` under the current autocast."""
+        autocast = _autocast_dtype(x.device.type)
+        cdt = autocast or x.dtype
+        on_cuda = x.device.type == "cuda"
+        if self.impl == "auto":
+            fast = on_cuda and cdt == torch.bfloat16 and self._aligned and grouped_mm_available()
+            return ("grouped_mm" if fast else "loop"), cdt
+        if self.impl == "grouped_mm":
+            if on_cuda:
+                return "grouped_mm", (cdt if cdt in (torch.bfloat16, torch.float16) else torch.bfloat16)
+            if cdt not in (torch.float32, torch.bfloat16, torch.float16):
+                raise ValueError(f"impl='grouped_mm' computes in float32, bfloat16 or float16, not {cdt}")
+        return self.impl, cdt
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The router on ``x`` ``[N, D]``: ``(logits [N, E], probs [N, E], weights [N, k], index [N, k])``, fp32
+        (fp64 for fp64 inputs), autocast off; weights renormalised over the top k."""
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        with _autocast_off(x.device.type, _autocast_dtype(x.device.type) is not None):
+            h = x.to(dtype)
+            if self.training and self.jitter_noise > 0:
+                h = h * torch.empty_like(h).uniform_(1.0 - self.jitter_noise, 1.0 + self.jitter_noise)
+            logits = F.linear(h, self.gate.weight.to(dtype))
+            probs = logits.softmax(dim=-1)
+            weights, index = torch.topk(probs, self.top_k, dim=-1)
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return logits, probs, weights, index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        n, k = x.shape[0], self.top_k
+        logits, probs, weights, index = self.route(x)
+        if n == 0:
+            zero = logits.sum()
+            self.aux_loss = self.z_loss = self.loss = zero
+            self.expert_load = torch.zeros(self.num_experts, device=x.device)
+            self.dropped_fraction = zero.detach().float()
+            self.router_prob_mean = probs.sum(0)
+            return x.clone().reshape(shape)
+        self.router_prob_mean = probs.mean(0)
+        self.aux_loss = load_balancing_loss(probs, index, self.num_experts, self.aux_loss_type)
+        self.z_loss = router_z_loss(logits)
+        self.loss = self.aux_loss_coef * self.aux_loss + self.z_loss_coef * self.z_loss
+        with torch.no_grad():
+            counts = _expert_counts(index.reshape(-1), self.num_experts)
+            self.expert_load = counts.float() / (n * k)
+        if self.capacity_factor is None:
+            self.dropped_fraction = torch.zeros((), device=x.device)
+        else:
+            capacity = expert_capacity(n, self.num_experts, k, self.capacity_factor)
+            keep = capacity_mask(index, self.num_experts, capacity)
+            weights = weights.masked_fill(~keep, 0.0)
+            self.dropped_fraction = (~keep).sum().float().div(n * k).detach()
+        impl, cdt = self.plan(x)
+        return self.experts(x, index, weights, impl=impl, compute_dtype=cdt).reshape(shape)
