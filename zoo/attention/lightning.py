@@ -31,15 +31,28 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     return torch.tensor(slopes, dtype=torch.float32)
 
 
-def decay_rates(num_heads: int, layer_idx: int, num_layers: int) -> torch.Tensor:
+DECAY_CONVENTIONS = ("minimax", "hf")
+
+
+def decay_rates(num_heads: int, layer_idx: int, num_layers: int, convention: str = "minimax") -> torch.Tensor:
     """MiniMax's per-head decay rates of layer ``l``: ``s_h = base_h · (1 − l/(L−1) + 1e−5)`` (minimax.md §1.3).
 
     ``l`` is the global layer index (softmax layers included) and ``L`` the number of layers.
+
+    ``convention="hf"`` reproduces Hugging Face's port exactly (``transformers`` ``MiniMaxLightningAttention``):
+    ``base_h = 2^{−8(h+1)/H}`` for every H (no ALiBi rule for H not a power of two) and the layer factor
+    ``1 − l/(L−1+1e−5) + 1e−5``. The two agree for a power-of-two H up to ~1e−5 relative in the deepest layer.
     """
     if not 0 <= layer_idx < num_layers:
         raise ValueError(f"layer_idx must be in [0, num_layers={num_layers}), got {layer_idx}")
-    depth = layer_idx / (num_layers - 1) if num_layers > 1 else 0.0
-    return alibi_slopes(num_heads) * (1 - depth + 1e-5)
+    if convention == "minimax":
+        depth = layer_idx / (num_layers - 1) if num_layers > 1 else 0.0
+        return alibi_slopes(num_heads) * (1 - depth + 1e-5)
+    if convention == "hf":
+        base = 1 / (2 ** (8 / num_heads))
+        slopes = torch.tensor([base ** (h + 1) for h in range(num_heads)], dtype=torch.float64)
+        return (slopes * (1 - layer_idx / (num_layers - 1 + 1e-5) + 1e-5)).float()
+    raise ValueError(f"decay convention '{convention}' is unknown; valid: {', '.join(DECAY_CONVENTIONS)}")
 
 
 @ATTENTION.register("lightning")
@@ -57,6 +70,7 @@ class LightningAttention(nn.Module):
         layer_idx, num_layers: this layer's global index and the stack's depth (they set the decay).
         head_dim: D (default ``dim // num_heads``).
         norm_eps: RMSNorm epsilon (MiniMax's code: 1e-6).
+        decay_convention: ``minimax`` (default) or ``hf`` (Hugging Face's port, see :func:`decay_rates`).
         backend: kernel backend (``auto``, ``torch``, ``triton``).
 
     Shapes: ``x`` ``[B, T, dim]`` → ``[B, T, dim]``.
@@ -71,6 +85,7 @@ class LightningAttention(nn.Module):
         num_layers: int,
         head_dim: int | None = None,
         norm_eps: float = 1e-6,
+        decay_convention: str = "minimax",
         backend: str = "auto",
         device=None,
         dtype=None,
@@ -87,7 +102,9 @@ class LightningAttention(nn.Module):
         self.output_gate = nn.Linear(dim, inner, bias=False, **factory)
         self.norm = RMSNorm(inner, norm_eps, **factory)
         self.out_proj = nn.Linear(inner, dim, bias=False, **factory)
-        self.decay = decay_rates(num_heads, layer_idx, num_layers).double()  # a constant, not a parameter
+        self.decay = decay_rates(
+            num_heads, layer_idx, num_layers, decay_convention
+        ).double()  # a constant, not a parameter
         self._decay_on: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def extra_repr(self) -> str:

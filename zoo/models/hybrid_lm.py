@@ -1,0 +1,456 @@
+"""The MiniMax-Text-01 architecture as a configurable language model (``MODEL`` name ``hybrid_lm``).
+
+A stack of decoder layers, each a token mixer from ``ATTENTION`` (lightning or softmax, per layer from a hybrid
+pattern) and a feed-forward block from ``FFN`` (dense SwiGLU or a top-k MoE, per layer), then a final RMSNorm and an
+untied LM head. MiniMax's layer (minimax.md §2.3, DeepNorm-style post-norm with residual factors α, β)::
+
+    u  = RMSNorm_in(h);    h1 = α_attn · u  + β_attn · Attn(u)
+    u1 = RMSNorm_post(h1); h2 = α_ffn  · u1 + β_ffn  · FFN(u1)
+
+and the usual pre-norm layer (``norm="pre"``)::
+
+    h1 = h + Attn(RMSNorm_in(h));  h2 = h1 + FFN(RMSNorm_post(h1))
+
+Parameter names follow Hugging Face's ``MiniMaxForCausalLM`` (``model.layers.N.self_attn.qkv_proj``,
+``model.layers.N.mlp.experts.gate_up_proj``, ``lm_head``, …), so :mod:`zoo.interop.minimax` maps weights 1:1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.attention.hybrid import hybrid_layout
+from zoo.layers.norm import RMSNorm
+from zoo.registries import ATTENTION, FFN, MODEL
+
+NORM_PLACEMENTS = ("post", "pre")
+FFN_LETTERS = {"M": "moe", "D": "dense"}
+
+
+@dataclass
+class HybridLMConfig:
+    """Every shape and option of :class:`HybridLM` (primitives only, so Hydra and checkpoints carry it as a dict).
+
+    Attributes:
+        vocab_size: token ids ``[0, vocab_size)``.
+        hidden_size: model width d.
+        num_layers: L.
+        attention: hybrid pattern (``"LLLLLLLS"`` repeated: L lightning, S softmax) or one entry per layer.
+        num_heads: attention heads (both types).
+        num_kv_heads: key/value heads of the softmax layers (GQA; default ``num_heads``).
+        head_dim: D (default ``hidden_size // num_heads``).
+        rope_fraction: fraction of D rotated in softmax layers (MiniMax: 0.5).
+        rope_theta: RoPE base (MiniMax's release: 1e7; 1e4 for its 8K pretraining).
+        ffn: ``"moe"``/``"dense"`` for every layer, a pattern of ``M``/``D`` letters repeated, or one ``FFN`` name
+            per layer.
+        intermediate_size: hidden width of each expert (MoE layers) and of dense layers unless
+            ``dense_intermediate_size`` is set.
+        dense_intermediate_size: hidden width of dense SwiGLU layers.
+        num_experts, top_k: MoE shape (MiniMax: 32, 2).
+        moe_kwargs: further ``moe`` arguments (``capacity_factor``, ``aux_loss_coef``, ``aux_loss_type``,
+            ``z_loss_coef``, ``jitter_noise``, ``impl``).
+        norm: ``"post"`` (MiniMax) or ``"pre"``.
+        lightning_alpha, softmax_alpha, ffn_alpha: residual factors α (default: ``(2L)^{1/4}`` for post-norm, as in
+            MiniMax's config — 3.5566 at L = 80 — and 1 for pre-norm).
+        lightning_beta, softmax_beta, ffn_beta: branch factors β (MiniMax: 1).
+        rms_norm_eps: epsilon of the layer norms (MiniMax: 1e-5).
+        lightning_norm_eps: epsilon of the lightning output RMSNorm (MiniMax's code: 1e-6).
+        decay_convention: ``"minimax"`` or ``"hf"`` (see :func:`zoo.attention.lightning.decay_rates`).
+        attention_backend: lightning kernel backend (``auto``, ``triton``, ``torch``).
+        tie_embeddings: share the embedding and LM head weights (MiniMax: no).
+        lm_head_fp32: compute the LM head in fp32 under autocast (MiniMax-M1 §3.2).
+        init_std: normal init std of every weight matrix (MiniMax's config: 0.02).
+    """
+
+    vocab_size: int = 257
+    hidden_size: int = 128
+    num_layers: int = 4
+    attention: str | list[str] = "LLLS"
+    num_heads: int = 4
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    rope_fraction: float = 0.5
+    rope_theta: float = 10_000.0
+    ffn: str | list[str] = "moe"
+    intermediate_size: int = 256
+    dense_intermediate_size: int | None = None
+    num_experts: int = 4
+    top_k: int = 2
+    moe_kwargs: dict[str, Any] = field(default_factory=dict)
+    norm: str = "post"
+    lightning_alpha: float | None = None
+    lightning_beta: float = 1.0
+    softmax_alpha: float | None = None
+    softmax_beta: float = 1.0
+    ffn_alpha: float | None = None
+    ffn_beta: float = 1.0
+    rms_norm_eps: float = 1e-5
+    lightning_norm_eps: float = 1e-6
+    decay_convention: str = "minimax"
+    attention_backend: str = "auto"
+    tie_embeddings: bool = False
+    lm_head_fp32: bool = False
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORM_PLACEMENTS:
+            raise ValueError(f"model.config.norm='{self.norm}' is unknown; valid: {', '.join(NORM_PLACEMENTS)}")
+        if self.hidden_size % self.num_heads and self.head_dim is None:
+            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k={self.top_k} exceeds num_experts={self.num_experts}")
+        _ = self.attention_layout, self.ffn_layout  # validate the patterns now
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> HybridLMConfig:
+        """Build from a plain dict, naming unknown keys and the valid ones."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"unknown model.config keys {unknown}; valid: {', '.join(sorted(valid))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def attention_layout(self) -> list[str]:
+        """The ``ATTENTION`` name of each layer."""
+        return hybrid_layout(self.attention, self.num_layers)
+
+    @property
+    def ffn_layout(self) -> list[str]:
+        """The ``FFN`` name of each layer."""
+        spec = self.ffn
+        if isinstance(spec, str):
+            if spec.lower() in FFN or spec.lower() in ("moe", "dense"):
+                return [spec.lower()] * self.num_layers
+            letters = spec.upper()
+            bad = sorted({c for c in letters if c not in FFN_LETTERS})
+            if bad or not letters:
+                raise ValueError(
+                    f"model.config.ffn='{spec}': use an FFN name ({', '.join(FFN.names(aliases=False))}) or a pattern "
+                    f"of M (moe) / D (dense) letters"
+                )
+            return [FFN_LETTERS[letters[i % len(letters)]] for i in range(self.num_layers)]
+        names = [FFN_LETTERS.get(str(s).upper(), str(s).lower()) for s in spec]
+        if len(names) != self.num_layers:
+            raise ValueError(f"model.config.ffn lists {len(names)} layers; the model has {self.num_layers}")
+        for name in names:
+            FFN.get(name)  # raises with the valid names
+        return names
+
+    def residual_factors(self, kind: str) -> tuple[float, float]:
+        """(α, β) of an ``attention name`` or ``"ffn"`` sub-layer."""
+        default_alpha = (2 * self.num_layers) ** 0.25 if self.norm == "post" else 1.0
+        alpha, beta = {
+            "lightning": (self.lightning_alpha, self.lightning_beta),
+            "softmax": (self.softmax_alpha, self.softmax_beta),
+            "ffn": (self.ffn_alpha, self.ffn_beta),
+        }.get(kind, (None, 1.0))
+        return (default_alpha if alpha is None else float(alpha)), float(beta)
+
+
+class DecoderLayer(nn.Module):
+    """One attention + FFN layer with MiniMax's post-norm (or pre-norm) residuals; names as in Hugging Face."""
+
+    def __init__(self, config: HybridLMConfig, layer_idx: int, *, device=None, dtype=None) -> None:
+        super().__init__()
+        c = config
+        factory = {"device": device, "dtype": dtype}
+        self.layer_idx = layer_idx
+        self.postnorm = c.norm == "post"
+        self.attention_type = c.attention_layout[layer_idx]
+        self.ffn_type = c.ffn_layout[layer_idx]
+        attn_kwargs: dict[str, Any] = {"head_dim": c.head_dim}
+        if self.attention_type == "lightning":
+            attn_kwargs.update(
+                norm_eps=c.lightning_norm_eps, decay_convention=c.decay_convention, backend=c.attention_backend
+            )
+        elif self.attention_type == "softmax":
+            attn_kwargs.update(num_kv_heads=c.num_kv_heads, rope_fraction=c.rope_fraction, rope_theta=c.rope_theta)
+        self.self_attn = ATTENTION.build(
+            self.attention_type, c.hidden_size, c.num_heads, layer_idx=layer_idx, num_layers=c.num_layers,
+            **attn_kwargs, **factory,
+        )  # fmt: skip
+        if self.ffn_type == "moe":
+            self.mlp = FFN.build(
+                "moe", c.hidden_size, c.intermediate_size, num_experts=c.num_experts, top_k=c.top_k,
+                **c.moe_kwargs, **factory,
+            )  # fmt: skip
+        else:
+            self.mlp = FFN.build(
+                self.ffn_type, c.hidden_size, c.dense_intermediate_size or c.intermediate_size, **factory
+            )
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, **factory)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, **factory)
+        self.attn_alpha, self.attn_beta = c.residual_factors(self.attention_type)
+        self.mlp_alpha, self.mlp_beta = c.residual_factors("ffn")
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.attention_type}+{self.ffn_type}, {'post' if self.postnorm else 'pre'}-norm, "
+            f"α=({self.attn_alpha:.4g}, {self.mlp_alpha:.4g}), β=({self.attn_beta:g}, {self.mlp_beta:g})"
+        )
+
+    def _residual(self, h: torch.Tensor, u: torch.Tensor, branch: torch.Tensor, alpha: float, beta: float):
+        base = u if self.postnorm else h
+        return base * alpha + branch * beta if (alpha, beta) != (1.0, 1.0) else base + branch
+
+    def forward(
+        self, h: torch.Tensor, *, cu_seqlens: torch.Tensor | None = None, cache: Any = None, step: bool = False
+    ) -> torch.Tensor:
+        """``h`` ``[B, T, d]`` → ``[B, T, d]``; ``step`` decodes one token per sequence from ``cache``."""
+        u = self.input_layernorm(h)
+        if step:
+            a = self.self_attn.step(u, cache)
+        else:
+            a = self.self_attn(u, cu_seqlens=cu_seqlens, cache=cache)
+        h = self._residual(h, u, a, self.attn_alpha, self.attn_beta)
+        u = self.post_attention_layernorm(h)
+        return self._residual(h, u, self.mlp(u), self.mlp_alpha, self.mlp_beta)
+
+
+class HybridLMBody(nn.Module):
+    """Embedding, decoder layers, final norm (Hugging Face's ``MiniMaxModel``, hence the ``model.`` prefix)."""
+
+    def __init__(self, config: HybridLMConfig, *, device=None, dtype=None) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, **factory)
+        self.layers = nn.ModuleList(DecoderLayer(config, i, **factory) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **factory)
+
+
+class GenerationCache:
+    """What generation carries between steps: one cache per layer (lightning state or softmax KV) and the length."""
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        self.layers = [layer.self_attn.new_cache() for layer in layers]
+        self.length = 0
+
+
+@MODEL.register("hybrid_lm", aliases=("minimax",))
+class HybridLM(nn.Module):
+    """MiniMax-Text-01-style causal LM: ``logits = lm_head(norm(layers(embed(ids))))``.
+
+    Args:
+        config: a :class:`HybridLMConfig` or its dict.
+
+    ``forward(input_ids [B, T], cu_seqlens=None, cache=None) → logits [B, T, vocab]``. With ``cu_seqlens`` (int32
+    ``[N+1]`` offsets over the flattened ``B·T`` tokens) the batch is one packed stream of N documents and no token
+    attends across a boundary, in either attention type. After each forward, :meth:`moe_loss` is the sum of the MoE
+    layers' weighted auxiliary losses and :meth:`moe_stats` their per-expert loads.
+    """
+
+    def __init__(self, config: HybridLMConfig | dict[str, Any], *, device=None, dtype=None) -> None:
+        super().__init__()
+        self.config = config if isinstance(config, HybridLMConfig) else HybridLMConfig.from_dict(dict(config))
+        c = self.config
+        self.model = HybridLMBody(c, device=device, dtype=dtype)
+        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False, device=device, dtype=dtype)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        if not any(p.is_meta for p in self.parameters()):
+            self.reset_parameters()
+
+    # ----------------------------------------------------------------------------------------------- weights
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Normal(0, ``init_std``) for every weight matrix, embedding and expert; ones for the norms."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, std)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+        for name, param in self.named_parameters():
+            if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+                nn.init.normal_(param, 0.0, std)
+
+    def count_params(self) -> dict[str, int]:
+        """Parameter counts: ``total``; ``embedding`` and ``lm_head``; ``active`` = what one token uses without the
+        embedding and LM head (all non-expert weights plus ``top_k / E`` of each MoE layer's experts)."""
+        total = embedding = head = active = 0
+        seen: set[int] = set()
+        for name, param in self.named_parameters():
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            n = param.numel()
+            total += n
+            if name.startswith("model.embed_tokens"):
+                embedding += n
+            elif name.startswith("lm_head"):
+                head += n
+            elif ".experts." in name:
+                active += n * self.config.top_k // self.config.num_experts
+            else:
+                active += n
+        return {"total": total, "embedding": embedding, "lm_head": head, "active": active}
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        if self.config.lm_head_fp32:
+            with torch.autocast(h.device.type, enabled=False):
+                return F.linear(h.float(), self.lm_head.weight.float())
+        return self.lm_head(h)
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        cu_seqlens: torch.Tensor | None = None,
+        cache: GenerationCache | None = None,
+    ) -> torch.Tensor:
+        """The final-norm hidden states ``[B, T, d]``."""
+        B, T = input_ids.shape
+        h = self.model.embed_tokens(input_ids)
+        if cu_seqlens is not None:
+            if cache is not None:
+                raise ValueError("packed sequences (cu_seqlens) cannot be combined with a generation cache")
+            if not cu_seqlens.is_cuda and int(cu_seqlens[-1]) != B * T:  # (no host sync on the GPU)
+                raise ValueError(f"cu_seqlens ends at {int(cu_seqlens[-1])}, but the batch has B·T = {B * T} tokens")
+            h = h.reshape(1, B * T, -1)
+        step = cache is not None and T == 1 and cache.length > 0
+        for i, layer in enumerate(self.model.layers):
+            h = layer(h, cu_seqlens=cu_seqlens, cache=None if cache is None else cache.layers[i], step=step)
+        if cache is not None:
+            cache.length += T
+        return self.model.norm(h).reshape(B, T, -1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        cu_seqlens: torch.Tensor | None = None,
+        cache: GenerationCache | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` (fp32 when ``lm_head_fp32``) for ``input_ids`` ``[B, T]``; with a ``cache`` the
+        tokens continue the cached ones (prefill through the chunked kernel, single tokens through the decode step).
+        """
+        return self._head(self.hidden_states(input_ids, cu_seqlens=cu_seqlens, cache=cache))
+
+    def moe_layers(self) -> list[nn.Module]:
+        return [layer.mlp for layer in self.model.layers if layer.ffn_type == "moe"]
+
+    def moe_loss(self) -> torch.Tensor | None:
+        """Σ over MoE layers of ``aux_loss_coef · aux + z_loss_coef · z`` from the last forward (None without MoE)."""
+        losses = [m.loss for m in self.moe_layers() if getattr(m, "loss", None) is not None]
+        return torch.stack(losses).sum() if losses else None
+
+    def moe_stats(self) -> dict[str, torch.Tensor]:
+        """Per-expert load ``[n_moe_layers, E]`` (fraction of routed assignments) and the dropped fraction."""
+        layers = [m for m in self.moe_layers() if getattr(m, "expert_load", None) is not None]
+        if not layers:
+            return {}
+        return {
+            "expert_load": torch.stack([m.expert_load for m in layers]),
+            "dropped_fraction": torch.stack([torch.as_tensor(m.dropped_fraction) for m in layers]).mean(),
+            "aux_loss": torch.stack([m.aux_loss.detach() for m in layers]).mean(),
+        }
+
+    # ----------------------------------------------------------------------------------------------- generation
+    def new_cache(self) -> GenerationCache:
+        return GenerationCache(self.model.layers)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        eos: int | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        return_logprobs: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``max_new_tokens`` after the prompts ``input_ids`` ``[B, T0]`` (same length, no padding).
+
+        The prompt is prefilled once through the chunked kernels (the lightning states and softmax KV go into a
+        :class:`GenerationCache`), then each token is one decode step. ``temperature = 0`` is greedy; ``top_p < 1``
+        samples from the nucleus. A sequence that produced ``eos`` keeps producing ``eos``, and generation stops
+        when every sequence has.
+
+        Returns:
+            ``[B, T0 + n]`` token ids (n ≤ ``max_new_tokens``); with ``return_logprobs`` also ``[B, n]`` fp32
+            log-probabilities of the sampled tokens under the temperature-1 distribution (0 after ``eos``).
+        """
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be [B, T0] with T0 ≥ 1, got {tuple(input_ids.shape)}")
+        cache = self.new_cache()
+        logits = self(input_ids, cache=cache)[:, -1]
+        tokens, logprobs = [input_ids], []
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for i in range(max_new_tokens):
+            next_token = sample_token(logits, temperature, top_p, generator)
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, next_token[:, None])[:, 0]
+            if eos is not None:
+                next_token = torch.where(finished, torch.full_like(next_token, eos), next_token)
+                logp = torch.where(finished, torch.zeros_like(logp), logp)
+                finished |= next_token == eos
+            tokens.append(next_token[:, None])
+            logprobs.append(logp)
+            if (eos is not None and bool(finished.all())) or i == max_new_tokens - 1:
+                break
+            logits = self(next_token[:, None], cache=cache)[:, -1]
+        out = torch.cat(tokens, dim=1)
+        if return_logprobs:
+            lp = torch.stack(logprobs, 1) if logprobs else out.new_zeros(out.shape[0], 0, dtype=torch.float32)
+            return out, lp
+        return out
+
+
+def sample_token(
+    logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One token per row of ``logits`` ``[B, V]``: greedy when ``temperature == 0``, else softmax(logits / T)
+    restricted to the smallest set of tokens whose probability reaches ``top_p`` (nucleus sampling)."""
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature ≥ 0 and 0 < top_p ≤ 1, got {temperature}, {top_p}")
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, -1)
+    if top_p < 1:
+        sorted_probs, order = probs.sort(-1, descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p  # the first token always stays
+        sorted_probs = sorted_probs * keep
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def training_flops_per_token(config: HybridLMConfig, seq_len: int) -> float:
+    """Forward+backward FLOPs per token (for MFU): ``6·N_active`` (plus the LM head) and the attention terms —
+    softmax ``6·2·T/2·H·D`` per layer (causal average), lightning ``6·(2·D·D_h + block terms)`` per layer
+    (state products ``2·2·H·D²`` and the intra-block quadratic part with 64-token blocks)."""
+    c = config
+    D = c.head_dim or c.hidden_size // c.num_heads
+    layout = c.attention_layout
+    with torch.device("meta"):
+        counts = HybridLM(c).count_params()
+    flops = 6.0 * (counts["active"] + counts["lm_head"])
+    block = 64
+    for kind in layout:
+        if kind == "softmax":
+            flops += 6.0 * 2 * (seq_len / 2) * c.num_heads * D
+        else:
+            flops += 6.0 * c.num_heads * (2 * D * D + 2 * D * D + 2 * (block / 2) * D)
+    return flops
+
+
+__all__ = [
+    "DecoderLayer",
+    "GenerationCache",
+    "HybridLM",
+    "HybridLMConfig",
+    "sample_token",
+    "training_flops_per_token",
+]
