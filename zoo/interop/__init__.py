@@ -1,0 +1,1 @@
+"""Conversions between zoo models and other libraries' (``minimax``: Hugging Face ``transformers``)."""
