@@ -10,18 +10,38 @@ name               data
 ``cifar100``       CIFAR-100, likewise
 ``image_folder``   any ``root/{train,test}/<class>/<image>`` tree
 ================== ==============================================================================================
+
+Language-model pretraining (packed token windows: ``input_ids`` / ``labels`` ``[B, T]``, ``cu_seqlens``, see
+:mod:`tasks.data.text`):
+
+================== ==============================================================================================
+name               data
+================== ==============================================================================================
+``text_files``     globs of text files or JSON lines (``data.files``); default: the Python standard library's sources
+``austen``         Jane Austen's novels from the Debian package ``r-cran-janeaustenr`` (read without R)
+================== ==============================================================================================
 """
 
+from tasks.data.austen import AustenDataModule
 from tasks.data.base import ImageClassificationData, InMemoryImageData
 from tasks.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from tasks.data.fashion_mnist import FashionMNISTDataModule
 from tasks.data.image_folder import ImageFolderDataModule
+from tasks.data.text import TextDataModule
+from tasks.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer, tokenizer_from_json
 
 __all__ = [
+    "AustenDataModule",
+    "BPETokenizer",
+    "ByteTokenizer",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "FashionMNISTDataModule",
     "ImageClassificationData",
     "ImageFolderDataModule",
     "InMemoryImageData",
+    "TextDataModule",
+    "Tokenizer",
+    "load_tokenizer",
+    "tokenizer_from_json",
 ]
