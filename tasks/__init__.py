@@ -8,10 +8,12 @@ A task's ``__init__`` takes primitives only — component names plus kwargs dict
 name       task
 ========== =========================================================================================
 ``vision`` image classification with any backbone and channel attention (:class:`VisionTask`)
+``lm``     causal language modelling with the hybrid MoE LM on packed documents (:class:`LMTask`)
 ========== =========================================================================================
 """
 
 from tasks.base import BaseTask
+from tasks.lm import LMTask
 from tasks.vision import VisionTask
 
-__all__ = ["BaseTask", "VisionTask"]
+__all__ = ["BaseTask", "LMTask", "VisionTask"]

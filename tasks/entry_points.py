@@ -1,9 +1,11 @@
-"""Console entry points (``zoo-train``, ``zoo-cli``, ``zoo-list``), also used by the scripts in ``tools/``."""
+"""Console entry points (``zoo-train``, ``zoo-cli``, ``zoo-list``, ``zoo-count-params``, ``zoo-generate``),
+also used by the scripts in ``tools/``."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from zoo.errors import ConfigError, exit_on_config_error
@@ -65,3 +67,93 @@ def list_components(argv: list[str] | None = None) -> None:
                 continue
             preset = f"  {entry.defaults}" if entry.defaults else ""
             print(f"  {name:<28} {getattr(entry.obj, '__qualname__', entry.obj)}{preset}")
+
+
+def _compose(overrides: list[str], defaults: list[str]):
+    """``conf/train.yaml`` composed with ``defaults`` (where the user did not set that key) and ``overrides``."""
+    from hydra import compose, initialize_config_dir
+
+    from tasks.runner import register_resolvers
+
+    register_resolvers()
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    extra = [d for d in defaults if d.split("=", 1)[0] not in keys]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="train", overrides=[*extra, *overrides])
+
+
+def count_params(argv: list[str] | None = None) -> dict[str, int]:
+    """``python tools/count_params.py [--json] [overrides]``: total and active parameters of ``model``."""
+    import json
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from zoo.registries import MODEL
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args
+    overrides = [a for a in args if a != "--json"]
+    with exit_on_config_error():
+        cfg = _compose(overrides, ["task=lm"])
+        model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+        with torch.device("meta"):
+            model = MODEL.build(model_cfg.get("arch", "hybrid_lm"), model_cfg["config"])
+    counts = model.count_params()
+    if as_json:
+        print(json.dumps(counts))
+    else:
+        for key in ("total", "active", "embedding", "lm_head"):
+            print(f"{key:>10}: {counts[key]:>17,}  ({counts[key] / 1e9:.3f}B)")
+        print("active = per-token parameters without the embedding and LM head (top-k of E experts)")
+    return counts
+
+
+def generate(argv: list[str] | None = None) -> list[str]:
+    """``python tools/generate.py CKPT [--prompt …]``: sample continuations with the cached decoder."""
+    import time
+
+    import torch
+
+    from tasks.data.tokenizer import tokenizer_from_checkpoint
+    from tasks.lm import LMTask
+
+    parser = argparse.ArgumentParser(prog="zoo-generate", description="Sample from a task=lm checkpoint.")
+    parser.add_argument("checkpoint", help="a .ckpt file written by tools/train.py task=lm")
+    parser.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--num-samples", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    with exit_on_config_error():
+        if not Path(args.checkpoint).is_file():
+            raise ConfigError(f"checkpoint {args.checkpoint} does not exist")
+        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        tokenizer = tokenizer_from_checkpoint(checkpoint)
+    task = LMTask.load_from_checkpoint(args.checkpoint, map_location=args.device)
+    model = task.model.eval()
+    ids = tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eos_id]
+    prompt = torch.tensor([ids] * args.num_samples, device=args.device)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    start = time.perf_counter()
+    out = model.generate(
+        prompt, args.max_new_tokens, args.temperature, args.top_p, eos=tokenizer.eos_id, generator=generator
+    )
+    seconds = time.perf_counter() - start
+    texts = []
+    for row in out.tolist():
+        new = row[len(ids) :]
+        if tokenizer.eos_id in new:
+            new = new[: new.index(tokenizer.eos_id)]
+        texts.append(args.prompt + tokenizer.decode(new))
+    for i, text in enumerate(texts):
+        print(f"--- sample {i} ---\n{text}")
+    generated = (out.shape[1] - len(ids)) * args.num_samples
+    print(
+        f"--- {generated} tokens in {seconds:.2f} s ({generated / seconds:.0f} tokens/s, {args.device})",
+        file=sys.stderr,
+    )
+    return texts

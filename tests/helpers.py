@@ -15,3 +15,15 @@ class StopAfterEpochs(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch + 1 >= self.epochs:
             trainer.should_stop = True
+
+
+class StopAfterSteps(L.Callback):
+    """Stop training after ``steps`` optimizer steps (mid-epoch), as if the job had been killed right after the
+    checkpoint of that step (the schedule still spans ``trainer.max_steps``)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True

@@ -1,0 +1,145 @@
+"""Language-model pretraining (``task=lm``): next-token loss plus the MoE auxiliary loss on packed documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from torchmetrics import MeanMetric, MinMetric
+from torchmetrics.text import Perplexity
+
+from tasks.base import BaseTask
+from zoo.registries import MODEL, TASK
+
+IGNORE_INDEX = -100
+
+
+class TokenThroughputMonitor(ThroughputMonitor):
+    """Lightning's :class:`ThroughputMonitor` for ``{"input_ids": [B, T], …}`` batches: logs samples/s, tokens/s
+    (``train/device/items_per_sec``) and, where Lightning knows the device's peak, MFU (``train/device/mfu``) from the task's
+    ``flops_per_batch``."""
+
+    def __init__(self, window_size: int = 20) -> None:
+        super().__init__(
+            batch_size_fn=lambda batch: batch["input_ids"].shape[0],
+            length_fn=lambda batch: batch["input_ids"].numel(),
+            window_size=window_size,
+        )
+
+
+@TASK.register("lm")
+class LMTask(BaseTask):
+    """Causal language modelling with any ``MODEL`` (default: the MiniMax-style :class:`~zoo.models.HybridLM`).
+
+    Loss: ``CE(logits, labels) + Σ_MoE-layers (aux_coef · L_aux + z_coef · L_z)``, labels ``-100`` ignored. Batches
+    are ``{"input_ids": [B, T], "labels": [B, T], "cu_seqlens": int32 [N+1]}`` (see :mod:`tasks.data.text`):
+    with ``cu_seqlens`` the model sees one packed stream and attention restarts at every document.
+
+    Args:
+        arch: ``MODEL`` name.
+        config: the model's configuration (for ``hybrid_lm``: :class:`~zoo.models.HybridLMConfig` fields).
+        compile: ``torch.compile`` the model.
+        log_expert_load: log each MoE layer's busiest expert share and the dropped fraction.
+        throughput: add a :class:`TokenThroughputMonitor` (tokens/s, MFU).
+        optimizer, lr, weight_decay, optimizer_kwargs, scheduler, scheduler_kwargs, decay_norm_and_bias:
+            see :class:`~tasks.base.BaseTask` (MiniMax: AdamW β = (0.9, 0.95), weight decay 0.1).
+
+    Logged: ``train/loss`` (CE), ``train/aux_loss``, ``train/ppl``, ``val/loss``, ``val/ppl``, ``val/loss_best``,
+    ``test/loss``, ``test/ppl``, ``moe/max_load``, ``moe/dropped``, ``train/device/items_per_sec`` (tokens/s), ``train/device/mfu``.
+    """
+
+    def __init__(
+        self,
+        arch: str = "hybrid_lm",
+        config: dict[str, Any] | None = None,
+        compile: bool = False,
+        log_expert_load: bool = True,
+        throughput: bool = True,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        scheduler: str = "warmup_cosine",
+        scheduler_kwargs: dict[str, Any] | None = None,
+        decay_norm_and_bias: bool = False,
+    ) -> None:
+        super().__init__(
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            optimizer_kwargs=optimizer_kwargs,
+            scheduler=scheduler,
+            scheduler_kwargs=scheduler_kwargs,
+            decay_norm_and_bias=decay_norm_and_bias,
+        )
+        self.save_hyperparameters()
+        self.model = MODEL.build(arch, dict(config or {}))
+        self._forward = torch.compile(self.model) if compile else self.model
+        self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+        self.test_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.val_loss_best = MinMetric()
+        self.flops_per_token = self._flops_per_token_fn()
+        self.flops_per_batch: int | None = None
+
+    def _flops_per_token_fn(self):
+        from zoo.models.hybrid_lm import HybridLM, training_flops_per_token
+
+        if isinstance(self.model, HybridLM):
+            return lambda seq_len: training_flops_per_token(self.model.config, seq_len)
+        return None
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [TokenThroughputMonitor()] if self.hparams.throughput else []
+
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, T, vocab]``."""
+        return self._forward(input_ids, cu_seqlens=cu_seqlens)
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        logits = self(batch["input_ids"], batch.get("cu_seqlens"))
+        ce = F.cross_entropy(
+            logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE_INDEX, reduction="mean"
+        )
+        return logits, ce, self.model.moe_loss() if hasattr(self.model, "moe_loss") else None
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        _, ce, aux = self._step(batch)
+        loss = ce if aux is None else ce + aux
+        B = batch["input_ids"].shape[0]
+        self.log("train/loss", ce, prog_bar=True, batch_size=B)
+        self.log("train/ppl", torch.exp(ce.detach()), batch_size=B)
+        if aux is not None:
+            self.log("train/aux_loss", aux.detach(), batch_size=B)
+        if self.hparams.log_expert_load and hasattr(self.model, "moe_stats"):
+            stats = self.model.moe_stats()
+            if stats:
+                self.log("moe/max_load", stats["expert_load"].max(dim=-1).values.mean(), batch_size=B)
+                self.log("moe/dropped", stats["dropped_fraction"], batch_size=B)
+        if self.flops_per_token is not None:
+            T = batch["input_ids"].shape[1]
+            self.flops_per_batch = int(self.flops_per_token(T) * batch["input_ids"].numel())
+        return loss
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], ppl: Perplexity, mean_loss: MeanMetric, stage: str) -> None:
+        logits, ce, _ = self._step(batch)
+        n = int((batch["labels"] != IGNORE_INDEX).sum())
+        ppl.update(logits.float(), batch["labels"])
+        mean_loss.update(ce, weight=n)
+        self.log(f"{stage}/loss", mean_loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log(f"{stage}/ppl", ppl, batch_size=batch["input_ids"].shape[0])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_ppl, self.val_loss, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_loss_best(self.val_loss.compute())
+        self.log("val/loss_best", self.val_loss_best.compute())
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_ppl, self.test_loss, "test")

@@ -1,0 +1,115 @@
+"""LMTask built from the real Hydra config (task=lm) on the embedded standard-library corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tasks.lm import LMTask
+from tasks.runner import train
+from tests.conftest import ROOT, run_tool
+
+# A very small hybrid MoE LM on a few hundred KB of the standard library: a fit takes a few seconds.
+LM_TINY = [
+    "task=lm",
+    "model.config.hidden_size=32",
+    "model.config.num_heads=2",
+    "model.config.num_kv_heads=1",
+    "model.config.head_dim=16",
+    "model.config.intermediate_size=48",
+    "data.max_docs=40",
+    "data.seq_len=64",
+    "data.batch_size=8",
+    "trainer.max_steps=30",
+    "trainer.val_check_interval=15",
+    "trainer.limit_val_batches=4",
+    "trainer.limit_test_batches=4",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=5",
+    "logger=csv",
+]
+
+
+@pytest.fixture
+def lm_cfg(make_cfg, tmp_path):
+    def factory(*overrides: str, name: str = "run"):
+        return make_cfg(*LM_TINY, f"data.cache_dir={tmp_path / 'cache'}", *overrides, tiny=False, name=name)
+
+    return factory
+
+
+def test_fit_lowers_validation_loss_and_writes_metrics(lm_cfg, tmp_path):
+    cfg = lm_cfg()
+    metrics = train(cfg)
+    # untrained: ln(257) = 5.55 nats per byte; 30 steps of AdamW at 3e-3 must get well below that
+    assert metrics["val/loss"] < 4.5 and metrics["test/loss"] < 4.5
+    assert metrics["test/ppl"] == pytest.approx(torch.exp(torch.tensor(metrics["test/loss"])).item(), rel=0.05)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["val/loss_best"] <= saved["val/loss"] + 1e-6
+    log = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0]
+    for column in ("train/loss", "train/aux_loss", "moe/max_load", "train/device/items_per_sec"):
+        assert column in log, column
+    ckpt = torch.load(saved["test/ckpt"], map_location="cpu", weights_only=False)
+    assert "tokenizer" in json.dumps(ckpt.get("TextDataModule", {}))
+    model = LMTask.load_from_checkpoint(saved["test/ckpt"], map_location="cpu")
+    assert model.hparams.config["hidden_size"] == 32
+
+
+def test_resume_mid_epoch_is_exact(lm_cfg, tmp_path):
+    """20 steps straight == 10 steps, kill, ckpt_path=last, 10 more: identical weights and Adam moments."""
+    common = ["trainer.max_steps=20", "trainer.val_check_interval=10", "test=false"]
+    train(lm_cfg(*common, name="straight"))
+    stop = ["+callbacks.stop._target_=tests.helpers.StopAfterSteps", "+callbacks.stop.steps=10"]
+    train(lm_cfg(*common, *stop, name="first"))
+    assert torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
+    train(lm_cfg(*common, "ckpt_path=last", name="first"))
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 20
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for k, state in a["optimizer_states"][0]["state"].items():
+        assert torch.equal(state["exp_avg"], b["optimizer_states"][0]["state"][k]["exp_avg"])
+
+
+def test_generate_tool_samples_from_the_checkpoint(lm_cfg, tmp_path):
+    cfg = lm_cfg("trainer.max_steps=5", "test=false")
+    train(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    done = run_tool(
+        "tools/generate.py", str(ckpt), "--prompt", "def ", "--max-new-tokens", "20", "--num-samples", "2",
+        "--device", "cpu", cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("--- sample") == 2 and "def " in done.stdout
+    assert "tokens/s" in done.stderr
+
+
+def test_count_params_tool_prints_the_minimax_shape():
+    done = run_tool("tools/count_params.py", "model=minimax_text_01", cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "456,089,655,296" in done.stdout and "(456.090B)" in done.stdout
+    assert "45,944,920,064" in done.stdout and "(45.945B)" in done.stdout
+
+
+def test_bad_model_key_is_a_clear_error(lm_cfg):
+    from zoo.errors import ZooError
+
+    with pytest.raises((ZooError, ValueError), match=r"unknown model\.config keys"):
+        train(lm_cfg("+model.config.flash=true"))
+
+
+def test_bench_lm_runs_on_the_cpu(tmp_path):
+    out = tmp_path / "lm.json"
+    done = run_tool(
+        "tools/bench/lm.py", "--device", "cpu", "--preset", "tiny", "--lengths", "64", "--tokens", "256",
+        "--gen-prompt", "64", "--gen-tokens", "4", "--gen-batches", "2", "--repeats", "2", "--warmup", "1",
+        "--output", str(out), cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert {r["pattern"] for r in result["train"]} == {"hybrid", "softmax", "lightning"}
+    assert all(r["tokens_per_s"] > 0 for r in result["train"])
+    assert result["moe"]

@@ -1,0 +1,257 @@
+#!/usr/bin/env python
+"""Throughput of the hybrid MoE language model: training tokens/s and MFU, cached generation, MoE vs dense FFN.
+
+    python tools/bench/lm.py --output docs/bench/lm_h100.json --plot docs/bench/lm_h100.png           # GPU
+    python tools/bench/lm.py --device cpu --preset tiny --lengths 256 --tokens 2048 --gen-prompt 256    # smoke
+
+Sections (``--sections train generate moe``):
+
+- ``train``: one AdamW step (forward, backward, optimizer) on ``--tokens`` tokens per step (B = tokens / T) at each
+  length T, bf16 autocast, for three attention patterns of the same model: ``hybrid`` (``LLLLLLLS``),
+  ``softmax`` (every layer softmax) and ``lightning`` (every layer lightning). Tokens/s is the median over timed
+  steps; MFU = tokens/s · FLOPs per token (``zoo.models.training_flops_per_token``) / the bf16 matmul peak measured
+  in the same run (and Lightning's datasheet peak where it knows the card).
+- ``generate``: tokens/s of cached decoding at batch 1 and 32 after a ``--gen-prompt``-token prompt (prefilled in
+  chunks through the kernels), hybrid vs all-softmax.
+- ``moe``: the MoE layer against a dense SwiGLU of equal active FLOPs (``tools/bench/moe.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from zoo.io import write_json
+from zoo.models import HybridLM, HybridLMConfig, training_flops_per_token
+
+PATTERNS = {"hybrid": "LLLLLLLS", "softmax": "S", "lightning": "L"}
+PRESETS = {
+    # conf/model/small.yaml (vocab of a 32K BPE)
+    "small": dict(
+        vocab_size=32768, hidden_size=768, num_layers=16, num_heads=12, num_kv_heads=4, head_dim=64,
+        intermediate_size=1024, num_experts=8, top_k=2, moe_kwargs={"aux_loss_coef": 0.001},
+    ),
+    "tiny": dict(
+        vocab_size=257, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
+        intermediate_size=256, num_experts=4, top_k=2,
+    ),
+}  # fmt: skip
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    """Median seconds of ``fn()``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    seconds = timed(lambda: a @ a, device, 5, 20)
+    return 2 * 8192**3 / seconds
+
+
+def build(preset: str, pattern: str, device: torch.device) -> HybridLM:
+    shape = PRESETS[preset]
+    letters = PATTERNS[pattern]
+    if len(letters) > shape["num_layers"]:  # a shallow preset: the last layer softmax
+        letters = "L" * (shape["num_layers"] - 1) + "S"
+    config = HybridLMConfig(**shape, attention=letters)
+    return HybridLM(config).to(device)
+
+
+def train_case(args, pattern: str, length: int, peak: float | None) -> dict:
+    device = torch.device(args.device)
+    model = build(args.preset, pattern, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
+    batch = max(1, args.tokens // length)
+    ids = torch.randint(0, model.config.vocab_size, (batch, length + 1), device=device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+            logits = model(ids[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+            aux = model.moe_loss()
+            if aux is not None:
+                loss = loss + aux
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds = timed(step, device, args.warmup, args.repeats)
+    tokens_per_s = batch * length / seconds
+    flops = training_flops_per_token(model.config, length)
+    row = {
+        "pattern": pattern, "T": length, "B": batch, "ms_per_step": 1e3 * seconds, "tokens_per_s": tokens_per_s,
+        "tflops": tokens_per_s * flops / 1e12, "mfu_measured_peak": tokens_per_s * flops / peak if peak else None,
+        "peak_gb": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None,
+    }  # fmt: skip
+    return row
+
+
+@torch.no_grad()
+def generate_case(args, pattern: str, batch: int) -> dict:
+    device = torch.device(args.device)
+    model = build(args.preset, pattern, device).eval()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model.to(dtype)
+    prompt = torch.randint(0, model.config.vocab_size, (batch, args.gen_prompt), device=device)
+
+    def prefill():
+        cache = model.new_cache()
+        for start in range(0, args.gen_prompt, args.prefill_chunk):
+            logits = model(prompt[:, start : start + args.prefill_chunk], cache=cache)
+        return cache, logits[:, -1].argmax(-1, keepdim=True)
+
+    sync(device)
+    start = time.perf_counter()
+    cache, token = prefill()
+    sync(device)
+    prefill_s = time.perf_counter() - start
+    steps = args.gen_tokens
+    start = time.perf_counter()
+    for _ in range(steps):
+        token = model(token, cache=cache)[:, -1].argmax(-1, keepdim=True)
+    sync(device)
+    decode_s = time.perf_counter() - start
+    row = {
+        "pattern": pattern, "batch": batch, "prompt": args.gen_prompt, "prefill_s": prefill_s,
+        "prefill_tokens_per_s": batch * args.gen_prompt / prefill_s, "decode_tokens_per_s": batch * steps / decode_s,
+        "ms_per_decode_step": 1e3 * decode_s / steps,
+    }  # fmt: skip
+    return row
+
+
+def print_table(title: str, rows: list[dict], keys: list[str]) -> None:
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for row in rows:
+        cells = []
+        for key in keys:
+            value = row.get(key)
+            cells.append(f"{value:,.3g}" if isinstance(value, float) else str(value))
+        print("| " + " | ".join(cells) + " |")
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for pattern in PATTERNS:
+        rows = [r for r in result.get("train", []) if r["pattern"] == pattern]
+        if rows:
+            ax.plot([r["T"] for r in rows], [r["tokens_per_s"] for r in rows], marker="o", label=pattern)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sequence length T")
+    ax.set_ylabel("training tokens/s")
+    ax.set_title(f"{result['preset']} LM training throughput, {result['device']}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    parser.add_argument("--sections", nargs="+", default=["train", "generate", "moe"])
+    parser.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=list(PATTERNS))
+    parser.add_argument("--lengths", nargs="+", type=int, default=[2048, 8192, 32768])
+    parser.add_argument("--tokens", type=int, default=32768, help="tokens per training step")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--gen-prompt", type=int, default=32768)
+    parser.add_argument("--gen-tokens", type=int, default=64)
+    parser.add_argument("--gen-batches", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--prefill-chunk", type=int, default=4096)
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    result: dict = {"preset": args.preset, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
+    result["torch"] = torch.__version__
+    peak = matmul_peak(device)
+    result["matmul_peak_tflops"] = peak / 1e12 if peak else None
+    if "train" in args.sections:
+        result["train"] = []
+        for t in args.lengths:
+            for p in args.patterns:
+                result["train"].append(train_case(args, p, t, peak))
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        by = {(r["pattern"], r["T"]): r["tokens_per_s"] for r in result["train"]}
+        for row in result["train"]:
+            soft = by.get(("softmax", row["T"]))
+            row["vs_softmax"] = row["tokens_per_s"] / soft if soft else None
+        print_table(
+            f"training ({args.preset}, {args.tokens} tokens/step, {result['device']})",
+            result["train"],
+            [
+                "pattern",
+                "T",
+                "B",
+                "ms_per_step",
+                "tokens_per_s",
+                "vs_softmax",
+                "tflops",
+                "mfu_measured_peak",
+                "peak_gb",
+            ],
+        )
+    if "generate" in args.sections:
+        patterns = [p for p in ("hybrid", "softmax") if p in args.patterns]
+        result["generate"] = [generate_case(args, p, b) for b in args.gen_batches for p in patterns]
+        print_table(
+            f"generation after a {args.gen_prompt}-token prompt",
+            result["generate"],
+            ["pattern", "batch", "prefill_s", "prefill_tokens_per_s", "decode_tokens_per_s", "ms_per_decode_step"],
+        )
+    if "moe" in args.sections:
+        from tools.bench import moe as moe_bench
+
+        shape = PRESETS[args.preset]
+        moe_args = [
+            "--device", args.device, "--dim", str(shape["hidden_size"]), "--hidden", str(shape["intermediate_size"]),
+            "--experts", str(shape["num_experts"]), "--top-k", str(shape["top_k"]), "--tokens", str(args.tokens),
+        ]  # fmt: skip
+        result["moe"] = moe_bench.main(moe_args)
+    if args.output:
+        write_json(args.output, result)
+    if args.plot and result.get("train"):
+        plot(result, args.plot)
+    return result
+
+
+if __name__ == "__main__":
+    main()
