@@ -18,8 +18,8 @@ IGNORE_INDEX = -100
 
 class TokenThroughputMonitor(ThroughputMonitor):
     """Lightning's :class:`ThroughputMonitor` for ``{"input_ids": [B, T], …}`` batches: logs samples/s, tokens/s
-    (``train/device/items_per_sec``) and, where Lightning knows the device's peak, MFU (``train/device/mfu``) from the task's
-    ``flops_per_batch``."""
+    (``train/device/items_per_sec``) and, where Lightning knows the device's peak, MFU (``train/device/mfu``) from
+    the task's ``flops_per_batch``."""
 
     def __init__(self, window_size: int = 20) -> None:
         super().__init__(
@@ -47,7 +47,8 @@ class LMTask(BaseTask):
             see :class:`~tasks.base.BaseTask` (MiniMax: AdamW β = (0.9, 0.95), weight decay 0.1).
 
     Logged: ``train/loss`` (CE), ``train/aux_loss``, ``train/ppl``, ``val/loss``, ``val/ppl``, ``val/loss_best``,
-    ``test/loss``, ``test/ppl``, ``moe/max_load``, ``moe/dropped``, ``train/device/items_per_sec`` (tokens/s), ``train/device/mfu``.
+    ``test/loss``, ``test/ppl``, ``moe/max_load``, ``moe/dropped``, ``train/device/items_per_sec`` (tokens/s),
+    ``train/device/mfu``.
     """
 
     def __init__(
