@@ -201,8 +201,10 @@ class DecoderLayer(nn.Module):
         )
 
     def _residual(self, h: torch.Tensor, u: torch.Tensor, branch: torch.Tensor, alpha: float, beta: float):
+        """``α·base + β·branch`` (base = the normed input for post-norm, the raw input for pre-norm) in one kernel
+        when β = 1."""
         base = u if self.postnorm else h
-        return base * alpha + branch * beta if (alpha, beta) != (1.0, 1.0) else base + branch
+        return torch.add(branch if beta == 1.0 else branch * beta, base, alpha=alpha)
 
     def forward(
         self, h: torch.Tensor, *, cu_seqlens: torch.Tensor | None = None, cache: Any = None, step: bool = False
