@@ -73,18 +73,22 @@ def matmul_peak(device: torch.device) -> float | None:
     return 2 * 8192**3 / seconds
 
 
-def build(preset: str, pattern: str, device: torch.device) -> HybridLM:
+def build(preset: str, pattern: str, device: torch.device, compile_layers: bool = False) -> HybridLM:
     shape = PRESETS[preset]
     letters = PATTERNS[pattern]
     if len(letters) > shape["num_layers"]:  # a shallow preset: the last layer softmax
         letters = "L" * (shape["num_layers"] - 1) + "S"
     config = HybridLMConfig(**shape, attention=letters)
-    return HybridLM(config).to(device)
+    model = HybridLM(config).to(device)
+    if compile_layers:  # torch.compile each decoder layer (fuses the norms, gates, residuals and casts)
+        for layer in model.model.layers:
+            layer.compile()
+    return model
 
 
 def train_case(args, pattern: str, length: int, peak: float | None) -> dict:
     device = torch.device(args.device)
-    model = build(args.preset, pattern, device)
+    model = build(args.preset, pattern, device, compile_layers=args.compile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
     batch = max(1, args.tokens // length)
     ids = torch.randint(0, model.config.vocab_size, (batch, length + 1), device=device)
@@ -128,6 +132,11 @@ def generate_case(args, pattern: str, batch: int) -> dict:
             logits = model(prompt[:, start : start + args.prefill_chunk], cache=cache)
         return cache, logits[:, -1].argmax(-1, keepdim=True)
 
+    with torch.no_grad():  # warm-up: compile every kernel variant (prefill with a state, decode) first
+        cache = model.new_cache()
+        model(prompt[:, : min(args.prefill_chunk, args.gen_prompt)], cache=cache)
+        model(prompt[:, :1], cache=cache)
+        model(prompt[:, :1], cache=cache)
     sync(device)
     start = time.perf_counter()
     cache, token = prefill()
@@ -194,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gen-tokens", type=int, default=64)
     parser.add_argument("--gen-batches", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--prefill-chunk", type=int, default=4096)
+    parser.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (training)")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
@@ -201,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     result: dict = {"preset": args.preset, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
     result["torch"] = torch.__version__
+    result["compile"] = args.compile
     peak = matmul_peak(device)
     result["matmul_peak_tflops"] = peak / 1e12 if peak else None
     if "train" in args.sections:
