@@ -15,7 +15,10 @@ registry                      contract
                               sparse blocks leave ``.loss`` (aux terms to add) and statistics, see :mod:`zoo.ffn`
 ``MODEL``                     ``cls(config, *, device=None, dtype=None)``: whole networks (language models), see
                               :mod:`zoo.models`
-``OBJECTIVE``                 RL policy losses: ``obj(logprobs, old_logprobs, advantages, mask, **extra)``
+``OBJECTIVE``                 RL policy losses: ``cls(**hparams)(logprobs, old_logprobs, advantages, mask, **extra)
+                              → (loss, metrics)``, see :mod:`zoo.objectives`
+``ADVANTAGE``                 RL advantage estimators (``group_norm``, ``gae``), see :mod:`zoo.objectives`
+``ENVIRONMENT``               RL environments with verifiable rewards, see :mod:`tasks.envs`
 ``OPTIMIZER``                 ``fn(param_groups, **kw) → torch.optim.Optimizer``, see :mod:`zoo.optim`
 ``SCHEDULER``                 ``fn(optimizer, *, total_steps, **kw) → LRScheduler`` (stepped every step)
 ``TASK``                      LightningModules whose ``__init__`` takes primitives only, see :mod:`tasks`
@@ -32,12 +35,18 @@ BACKBONE: Registry = Registry("backbone", locations=["zoo.backbones"])
 ATTENTION: Registry = Registry("attention", locations=["zoo.attention"])
 FFN: Registry = Registry("ffn", locations=["zoo.ffn"])
 MODEL: Registry = Registry("model", locations=["zoo.models"])
-OBJECTIVE: Registry = Registry("objective")
+OBJECTIVE: Registry = Registry("objective", locations=["zoo.objectives"])
+ADVANTAGE: Registry = Registry("advantage", locations=["zoo.objectives"])
+ENVIRONMENT: Registry = Registry("environment", locations=["tasks.envs"])
 OPTIMIZER: Registry = Registry("optimizer", locations=["zoo.optim"])
 SCHEDULER: Registry = Registry("scheduler", locations=["zoo.optim"])
 TASK: Registry = Registry("task", locations=["tasks"])
 DATA: Registry = Registry("data", locations=["tasks.data"])
 
 ALL: dict[str, Registry] = {
-    r.kind: r for r in (CHANNEL_ATTENTION, BACKBONE, ATTENTION, FFN, MODEL, OBJECTIVE, OPTIMIZER, SCHEDULER, TASK, DATA)
+    r.kind: r
+    for r in (
+        CHANNEL_ATTENTION, BACKBONE, ATTENTION, FFN, MODEL, OBJECTIVE, ADVANTAGE, ENVIRONMENT, OPTIMIZER, SCHEDULER,
+        TASK, DATA,
+    )  # fmt: skip
 }
