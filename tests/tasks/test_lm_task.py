@@ -75,7 +75,7 @@ def test_resume_mid_epoch_is_exact(lm_cfg, tmp_path):
 
 
 def test_generate_tool_samples_from_the_checkpoint(lm_cfg, tmp_path):
-    cfg = lm_cfg("trainer.max_steps=5", "test=false")
+    cfg = lm_cfg("trainer.max_steps=5", "trainer.val_check_interval=5", "test=false")
     train(cfg)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     done = run_tool(
