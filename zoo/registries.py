@@ -43,10 +43,5 @@ SCHEDULER: Registry = Registry("scheduler", locations=["zoo.optim"])
 TASK: Registry = Registry("task", locations=["tasks"])
 DATA: Registry = Registry("data", locations=["tasks.data"])
 
-ALL: dict[str, Registry] = {
-    r.kind: r
-    for r in (
-        CHANNEL_ATTENTION, BACKBONE, ATTENTION, FFN, MODEL, OBJECTIVE, ADVANTAGE, ENVIRONMENT, OPTIMIZER, SCHEDULER,
-        TASK, DATA,
-    )  # fmt: skip
-}
+_KINDS = (CHANNEL_ATTENTION, BACKBONE, ATTENTION, FFN, MODEL, OBJECTIVE, ADVANTAGE, ENVIRONMENT)
+ALL: dict[str, Registry] = {r.kind: r for r in (*_KINDS, OPTIMIZER, SCHEDULER, TASK, DATA)}

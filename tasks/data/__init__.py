@@ -19,6 +19,7 @@ name               data
 ================== ==============================================================================================
 ``text_files``     globs of text files or JSON lines (``data.files``); default: the Python standard library's sources
 ``austen``         Jane Austen's novels from the Debian package ``r-cran-janeaustenr`` (read without R)
+``rl_prompts``     RL prompts: lists of an ``ENVIRONMENT``'s problems, see :mod:`tasks.envs`
 ================== ==============================================================================================
 """
 
@@ -27,6 +28,7 @@ from tasks.data.base import ImageClassificationData, InMemoryImageData
 from tasks.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from tasks.data.fashion_mnist import FashionMNISTDataModule
 from tasks.data.image_folder import ImageFolderDataModule
+from tasks.data.rl_prompts import RLPromptData
 from tasks.data.text import TextDataModule
 from tasks.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer, tokenizer_from_json
 
@@ -40,6 +42,7 @@ __all__ = [
     "ImageClassificationData",
     "ImageFolderDataModule",
     "InMemoryImageData",
+    "RLPromptData",
     "TextDataModule",
     "Tokenizer",
     "load_tokenizer",
