@@ -9,11 +9,13 @@ name       task
 ========== =========================================================================================
 ``vision`` image classification with any backbone and channel attention (:class:`VisionTask`)
 ``lm``     causal language modelling with the hybrid MoE LM on packed documents (:class:`LMTask`)
+``rl``     RL with verifiable rewards: rollouts, advantages, PPO / GRPO / DAPO / CISPO updates (:class:`RLTask`)
 ========== =========================================================================================
 """
 
 from tasks.base import BaseTask
 from tasks.lm import LMTask
+from tasks.rl import RLTask
 from tasks.vision import VisionTask
 
-__all__ = ["BaseTask", "LMTask", "VisionTask"]
+__all__ = ["BaseTask", "LMTask", "RLTask", "VisionTask"]

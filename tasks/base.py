@@ -55,11 +55,21 @@ class BaseTask(L.LightningModule):
             "decay_norm_and_bias": decay_norm_and_bias,
         }
 
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """What the optimizer updates: every trainable parameter, weight matrices decayed (see
+        :func:`zoo.optim.param_groups`)."""
+        c = self.optim_config
+        return param_groups(self, c["weight_decay"], decay_norm_and_bias=c["decay_norm_and_bias"])
+
+    def optimizer_steps_per_batch(self) -> int:
+        """Optimizer steps per training batch (1; RL takes several per rollout), for the schedule's length."""
+        return 1
+
     def configure_optimizers(self) -> dict[str, Any]:
         c = self.optim_config
-        groups = param_groups(self, c["weight_decay"], decay_norm_and_bias=c["decay_norm_and_bias"])
+        groups = self.optimizer_param_groups()
         optimizer = OPTIMIZER.build(c["optimizer"], groups, lr=c["lr"], **c["optimizer_kwargs"])
-        total_steps = self.trainer.estimated_stepping_batches
+        total_steps = self.trainer.estimated_stepping_batches * self.optimizer_steps_per_batch()
         if not math.isfinite(total_steps):
             raise ConfigError("set trainer.max_epochs or trainer.max_steps: the learning-rate schedule needs a length")
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1

@@ -6,7 +6,8 @@ The config's top-level keys:
 key          meaning
 ============ ======================================================================================================
 ``task``     ``name`` (a ``TASK`` key), ``monitor`` and ``monitor_mode`` (what the best checkpoint maximises)
-``model``    keyword arguments of the task's ``__init__`` (``model.ca=mca``)
+``model``    keyword arguments of the task's ``__init__`` (``model.ca=mca``); ``task.kwargs_from`` may list more
+             sections (``task=rl``: ``[model, rl]``)
 ``data``     ``name`` (a ``DATA`` key) and the DataModule's keyword arguments
 ``trainer``  keyword arguments of ``lightning.Trainer``
 ``callbacks``, ``logger``   third-party objects by ``_target_`` (Lightning's callbacks and loggers)
@@ -92,8 +93,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
         task_cls = TASK.get(plain["task"]["name"])
         data_kwargs = dict(plain["data"])
         data_cls = DATA.get(data_kwargs.pop("name"))
-        model_kwargs = dict(plain["model"])
-        check_kwargs(task_cls, model_kwargs, "model")
+        model_kwargs = task_kwargs(plain)
+        for node in plain["task"].get("kwargs_from") or ["model"]:
+            check_kwargs(task_cls, dict(plain[node]), node)
         check_kwargs(data_cls, data_kwargs, "data")
         check_kwargs(L.Trainer, plain["trainer"], "trainer")
         datamodule = data_cls(**data_kwargs)
@@ -113,6 +115,25 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
         **plain["trainer"], callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
     return task, datamodule, trainer
+
+
+def task_kwargs(plain: dict[str, Any]) -> dict[str, Any]:
+    """The task's keyword arguments: the ``model`` node, or the union of the nodes listed in ``task.kwargs_from``
+    (``task=rl`` takes ``model`` for the policy and ``rl`` for the algorithm, so that ``rl.objective=cispo`` works).
+
+    Raises:
+        ConfigError: a listed node is missing, or two nodes set the same key.
+    """
+    kwargs: dict[str, Any] = {}
+    for node in plain["task"].get("kwargs_from") or ["model"]:
+        values = plain.get(node)
+        if not isinstance(values, dict):
+            raise ConfigError(f"task.kwargs_from names '{node}', but the configuration has no '{node}' section")
+        clash = sorted(set(kwargs) & set(values))
+        if clash:
+            raise ConfigError(f"{node}.{clash[0]} is also set by another section of task.kwargs_from; set it once")
+        kwargs.update(values)
+    return kwargs
 
 
 def _resolve(cfg: DictConfig) -> dict[str, Any]:

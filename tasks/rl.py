@@ -1,0 +1,446 @@
+"""Reinforcement learning with verifiable rewards (``task=rl``): rollouts from the hybrid LM's cached generation,
+rewards from an ``ENVIRONMENT``, advantages from an ``ADVANTAGE`` estimator, μ updates per rollout with an
+``OBJECTIVE`` (reinforce / ppo / grpo / dapo / cispo).
+
+One training step (one batch of prompts from :class:`tasks.data.rl_prompts.RLPromptData`)::
+
+    G completions per prompt (sampled, cached decoding)  →  rewards (+ DAPO overlong shaping)
+    → old log-probs (and reference log-probs, values) from a full forward of the sampling policy
+    → advantages (group_norm over each prompt's G rewards, or GAE with a value head for PPO)
+    → optional DAPO dynamic sampling (drop groups whose rewards are all equal)
+    → ``minibatches × epochs`` optimizer steps on the objective (μ > 1 reuses the rollout off-policy)
+
+The policy starts from a ``task=lm`` checkpoint (``init_checkpoint``) or from a short supervised warm start on the
+environment's imperfect demonstrations, so that the starting pass rate is neither 0 nor 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.base import BaseTask
+from tasks.data.tokenizer import ByteTokenizer
+from zoo.config import check_kwargs
+from zoo.errors import ConfigError
+from zoo.optim import param_groups
+from zoo.registries import ADVANTAGE, MODEL, OBJECTIVE, TASK
+
+
+def sequence_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities ``[B, T]`` of ``targets`` under ``logits`` ``[B, T, V]`` (fp32), and the entropy of each
+    position's distribution when asked."""
+    logp_all = torch.log_softmax(logits.float(), dim=-1)
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    return logp, entropy
+
+
+def overlong_penalty(length: int, max_len: int, buffer: int) -> float:
+    """DAPO's soft overlong punishment (eq. 13): 0 up to ``max_len − buffer`` tokens, then linear down to −1 at
+    ``max_len``, −1 beyond."""
+    if length <= max_len - buffer:
+        return 0.0
+    if length <= max_len:
+        return ((max_len - buffer) - length) / buffer
+    return -1.0
+
+
+def repetition_cut(logprobs: list[float], run: int, threshold: float = 0.99) -> int | None:
+    """MiniMax-M1's early truncation rule (§3.2: stop after 3,000 consecutive tokens each with p > 0.99), with the
+    run length scaled down: the index after which a run of ``run`` such tokens ends, or None."""
+    streak, log_threshold = 0, math.log(threshold)
+    for i, lp in enumerate(logprobs):
+        streak = streak + 1 if lp > log_threshold else 0
+        if streak >= run:
+            return i + 1
+    return None
+
+
+@TASK.register("rl")
+class RLTask(BaseTask):
+    """RL fine-tuning of a causal LM against an environment's verifiable reward.
+
+    Args:
+        arch, config: the policy (``MODEL`` name and its configuration; byte-level vocabulary of 257).
+        init_checkpoint: a ``task=lm`` (or ``task=rl``) checkpoint to start from instead of the warm start.
+        objective, objective_kwargs: ``OBJECTIVE`` name and its hyperparameters (each objective's paper defaults
+            otherwise; e.g. ``{eps_high: 4.0}`` for CISPO).
+        advantage, advantage_kwargs: ``ADVANTAGE`` name; ``auto`` = ``gae`` for objectives that need values (PPO,
+            which then gets a value head on the policy's last hidden state), else ``group_norm``.
+        group_size: G completions per prompt.
+        minibatches, epochs: each rollout batch is split into ``minibatches`` and passed ``epochs`` times: μ =
+            minibatches × epochs optimizer steps per rollout (μ > 1 is where the objectives differ).
+        max_new_tokens: generation budget (default: the environment's longest answer + 2).
+        temperature, top_p: sampling of the rollouts.
+        dynamic_sampling: DAPO's filter: drop prompts whose G rewards are all equal before the update.
+        overlong_buffer: DAPO's soft overlong punishment over the last ``overlong_buffer`` tokens of the budget.
+        repetition_run: M1's early truncation, scaled: a completion is cut (unfinished) after this many consecutive
+            tokens each with p > 0.99 (None: off).
+        warm_start_steps, warm_start_lr, warm_start_batch, warm_start_error_rate: supervised warm start on
+            demonstrations that are wrong with probability ``warm_start_error_rate`` (skipped with
+            ``init_checkpoint`` or when resuming).
+        value_lr_scale: learning-rate multiplier of the value head (PPO).
+        grad_clip: gradient-norm clip per optimizer step (manual optimization: ``trainer.gradient_clip_val`` does
+            not apply).
+        optimizer, lr, weight_decay, optimizer_kwargs, scheduler, scheduler_kwargs, decay_norm_and_bias:
+            see :class:`~tasks.base.BaseTask` (M1: AdamW β = (0.9, 0.95)).
+
+    Logged per step: ``rollout/reward``, ``rollout/acc``, ``rollout/length``, ``rollout/zero_std_groups``,
+    ``rollout/kept``, ``train/loss``, ``train/clip_frac``, ``train/approx_kl``, ``train/entropy`` (and the
+    objective's own metrics); per validation: ``val/acc`` (greedy exact match on the environment's held-out set),
+    ``val/reward``, ``val/format``, ``val/length``, ``val/acc_best``.
+    """
+
+    def __init__(
+        self,
+        arch: str = "hybrid_lm",
+        config: dict[str, Any] | None = None,
+        init_checkpoint: str | None = None,
+        objective: str = "cispo",
+        objective_kwargs: dict[str, Any] | None = None,
+        advantage: str = "auto",
+        advantage_kwargs: dict[str, Any] | None = None,
+        group_size: int = 8,
+        minibatches: int = 4,
+        epochs: int = 1,
+        max_new_tokens: int | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        dynamic_sampling: bool = False,
+        overlong_buffer: int | None = None,
+        repetition_run: int | None = None,
+        warm_start_steps: int = 300,
+        warm_start_lr: float = 3e-3,
+        warm_start_batch: int = 64,
+        warm_start_error_rate: float = 0.3,
+        value_lr_scale: float = 10.0,
+        grad_clip: float | None = 1.0,
+        optimizer: str = "adamw",
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        scheduler: str = "constant",
+        scheduler_kwargs: dict[str, Any] | None = None,
+        decay_norm_and_bias: bool = False,
+    ) -> None:
+        super().__init__(
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            optimizer_kwargs=optimizer_kwargs,
+            scheduler=scheduler,
+            scheduler_kwargs=scheduler_kwargs,
+            decay_norm_and_bias=decay_norm_and_bias,
+        )
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        for key, value, low in (("group_size", group_size, 1), ("minibatches", minibatches, 1), ("epochs", epochs, 1)):
+            if value < low:
+                raise ConfigError(f"rl.{key}={value} must be ≥ {low}")
+        check_kwargs(OBJECTIVE.get(objective), dict(objective_kwargs or {}), "rl.objective_kwargs")
+        self.objective = OBJECTIVE.build(objective, **dict(objective_kwargs or {}))
+        if advantage == "auto":
+            advantage = "gae" if self.objective.needs_values else "group_norm"
+        check_kwargs(ADVANTAGE.get(advantage), dict(advantage_kwargs or {}), "rl.advantage_kwargs")
+        self.advantage_name = advantage
+        self.advantage = ADVANTAGE.build(advantage, **dict(advantage_kwargs or {}))
+        if self.objective.needs_values and advantage != "gae":
+            raise ConfigError(f"rl.objective={objective} trains a value function: use rl.advantage=gae (or auto)")
+        self.tokenizer = ByteTokenizer()
+        self.policy = MODEL.build(arch, dict(config or {}))
+        vocab = self.policy.config.vocab_size
+        if vocab < self.tokenizer.vocab_size:
+            raise ConfigError(f"model.config.vocab_size={vocab} is smaller than the byte tokenizer's 257")
+        self.value_head = nn.Linear(self.policy.config.hidden_size, 1) if self.objective.needs_values else None
+        self.reference = copy.deepcopy(self.policy).requires_grad_(False) if self.objective.needs_ref else None
+        self.register_buffer("warm_started", torch.tensor(False))
+        self.best_val_acc = 0.0
+
+    # ------------------------------------------------------------------------------------------- setup
+    def optimizer_steps_per_batch(self) -> int:
+        return self.hparams.minibatches * self.hparams.epochs
+
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """The policy's parameters (the frozen reference is not trained) and the value head's at
+        ``value_lr_scale × lr`` (it learns faster than the policy, as in verl/OpenRLHF's critic)."""
+        c = self.optim_config
+        groups = param_groups(self.policy, c["weight_decay"], decay_norm_and_bias=c["decay_norm_and_bias"])
+        if self.value_head is not None:
+            value_lr = c["lr"] * self.hparams.value_lr_scale
+            groups.append({"params": list(self.value_head.parameters()), "weight_decay": 0.0, "lr": value_lr})
+        return groups
+
+    def parameters_for_training(self) -> list[nn.Parameter]:
+        params = list(self.policy.parameters())
+        return params + (list(self.value_head.parameters()) if self.value_head is not None else [])
+
+    @property
+    def env(self):
+        return self.trainer.datamodule.env
+
+    def _seed(self) -> int:
+        """The run's seed (the prompt stream's), so rollouts are reproducible and a resumed run samples alike."""
+        return int(getattr(self.trainer.datamodule, "hparams", {}).get("seed", 0) or 0)
+
+    def budget(self) -> int:
+        return self.hparams.max_new_tokens or self.env.max_answer_chars + 2
+
+    def on_fit_start(self) -> None:
+        if bool(self.warm_started):
+            return  # resumed: the weights (and reference) come from the checkpoint
+        if self.hparams.init_checkpoint:
+            self._load_init_checkpoint(self.hparams.init_checkpoint)
+        elif self.hparams.warm_start_steps > 0:
+            self._warm_start()
+        if self.reference is not None:
+            self.reference.load_state_dict(self.policy.state_dict())
+        self.warm_started.fill_(True)
+        accuracy = self._evaluate(self.env.eval_set())["acc"]
+        self.print(f"starting policy: greedy accuracy {accuracy:.3f} on the held-out set")
+        if self.logger is not None:
+            self.logger.log_metrics({"warm_start/acc": accuracy}, step=0)
+
+    def _load_init_checkpoint(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        for prefix in ("policy.", "model."):
+            own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if own:
+                self.policy.load_state_dict(own)
+                return
+        raise ConfigError(f"rl.init_checkpoint={path} holds no policy weights (keys 'policy.*' or 'model.*')")
+
+    def _encode(self, problem, answer: str | None = None) -> list[int]:
+        ids = list(self.tokenizer.encode(problem.prompt))
+        if answer is not None:
+            ids += [*self.tokenizer.encode(answer), self.tokenizer.eos_id]
+        return ids
+
+    def _warm_start(self) -> None:
+        """Supervised steps on ``prompt + demonstration + EOS`` (loss on the answer tokens only)."""
+        h = self.hparams
+        rng = random.Random(h.warm_start_steps * 7919 + 17)
+        optimizer = torch.optim.AdamW(self.policy.parameters(), lr=h.warm_start_lr, betas=(0.9, 0.95))
+        self.policy.train()
+        for step in range(h.warm_start_steps):
+            problems = self.env.sample(h.warm_start_batch, rng)
+            rows, targets = [], []
+            for problem in problems:
+                prompt = self._encode(problem)
+                full = self._encode(problem, self.env.demonstration(problem, rng, h.warm_start_error_rate))
+                rows.append(full)
+                targets.append([-100] * (len(prompt) - 1) + full[len(prompt) :])
+            ids, labels = self._pad(rows, self.tokenizer.eos_id), self._pad(targets, -100)
+            logits = self.policy(ids[:, :-1])
+            loss = F.cross_entropy(
+                logits.flatten(0, 1).float(), labels[:, : logits.shape[1]].flatten(), ignore_index=-100
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+            optimizer.step()
+            lr_scale = 0.5 * (1 + math.cos(math.pi * (step + 1) / h.warm_start_steps))
+            for group in optimizer.param_groups:
+                group["lr"] = h.warm_start_lr * lr_scale
+        self.policy.zero_grad(set_to_none=True)
+
+    def _pad(self, rows: list[list[int]], value: int) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        return torch.tensor([r + [value] * (width - len(r)) for r in rows], device=self.device)
+
+    # ------------------------------------------------------------------------------------------- rollouts
+    @torch.no_grad()
+    def _generate(
+        self, problems: list, repeats: int, greedy: bool, seed: int
+    ) -> list[tuple[list[int], list[int], list[float]]]:
+        """For each problem, ``repeats`` completions: (prompt ids, completion ids incl. EOS if produced, log-probs).
+        Prompts of equal length are batched together (the cached decoder takes no padding)."""
+        self.policy.eval()
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        by_length: dict[int, list[int]] = {}
+        prompts = [self._encode(p) for p in problems]
+        for i, ids in enumerate(prompts):
+            by_length.setdefault(len(ids), []).append(i)
+        results: list[Any] = [None] * (len(problems) * repeats)
+        eos = self.tokenizer.eos_id
+        for length in sorted(by_length):
+            members = by_length[length]
+            batch = torch.tensor([prompts[i] for i in members for _ in range(repeats)], device=self.device)
+            out, logprobs = self.policy.generate(
+                batch, self.budget(), temperature=0.0 if greedy else self.hparams.temperature,
+                top_p=self.hparams.top_p, eos=eos, generator=generator, return_logprobs=True,
+            )  # fmt: skip
+            new, logprobs = out[:, length:].tolist(), logprobs.tolist()
+            for row, tokens in enumerate(new):
+                i, k = members[row // repeats], row % repeats
+                cut = tokens.index(eos) + 1 if eos in tokens else len(tokens)
+                results[i * repeats + k] = (prompts[i], tokens[:cut], logprobs[row][:cut])
+        return results
+
+    def _score(self, problem, completion: list[int]) -> tuple[float, bool, bool, int]:
+        """(reward, correct, format ok, length) of one completion."""
+        eos = self.tokenizer.eos_id
+        finished = bool(completion) and completion[-1] == eos
+        text = self.tokenizer.decode(completion[:-1] if finished else completion)
+        reward = self.env.reward(problem, text, finished)
+        correct = self.env.is_correct(problem, text, finished)
+        return reward, correct, finished and self.env.format_ok(text), len(completion)
+
+    def rollout(self, problems: list) -> dict[str, Any]:
+        """Sample, score and assemble the training batch of one step."""
+        h = self.hparams
+        G = h.group_size
+        samples = self._generate(problems, G, greedy=False, seed=self._seed() * 1_000_003 + self.global_step)
+        rows, masks, rewards, correct, lengths = [], [], [], [], []
+        for index, (prompt, completion, logprobs) in enumerate(samples):
+            problem = problems[index // G]
+            if h.repetition_run:
+                cut = repetition_cut(logprobs, h.repetition_run)
+                if cut is not None and cut < len(completion):
+                    completion = completion[:cut]
+            reward, ok, _, length = self._score(problem, completion)
+            if h.overlong_buffer:
+                reward += overlong_penalty(length, self.budget(), h.overlong_buffer)
+            rows.append(prompt + completion)
+            # loss positions: the targets that are completion tokens (position t predicts token t + 1)
+            masks.append([0] * (len(prompt) - 1) + [1] * len(completion))
+            rewards.append(reward)
+            correct.append(float(ok))
+            lengths.append(float(length))
+        rewards_t = torch.tensor(rewards, device=self.device)
+        group_ids = torch.arange(len(problems), device=self.device).repeat_interleave(G)
+        stats = {
+            "rollout/reward": rewards_t.mean(),
+            "rollout/acc": torch.tensor(correct).mean(),
+            "rollout/length": torch.tensor(lengths).mean(),
+        }
+        keep = torch.ones(len(rows), dtype=torch.bool, device=self.device)
+        group_std = torch.stack([rewards_t[group_ids == g].std(unbiased=False) for g in range(len(problems))])
+        stats["rollout/zero_std_groups"] = (group_std == 0).float().mean()
+        if h.dynamic_sampling:
+            keep = (group_std != 0)[group_ids]
+        stats["rollout/kept"] = keep.float().mean()
+        ids = self._pad(rows, self.tokenizer.eos_id)
+        mask = self._pad([[*m, 0] for m in masks], 0)[:, : ids.shape[1] - 1].float()
+        batch = {"input_ids": ids, "mask": mask, "rewards": rewards_t, "group_ids": group_ids, "keep": keep}
+        with torch.no_grad():
+            self.policy.eval()
+            old, values = self._forward(self.policy, ids, with_values=self.value_head is not None)
+            batch["old_logprobs"] = old
+            if values is not None:
+                batch["old_values"] = values
+            if self.reference is not None:
+                batch["ref_logprobs"] = self._forward(self.reference, ids)[0]
+            batch["advantages"], batch["returns"] = self._advantages(batch)
+        return {"batch": batch, "stats": stats}
+
+    def _forward(self, model: nn.Module, ids: torch.Tensor, with_values: bool = False, with_entropy: bool = False):
+        hidden = model.hidden_states(ids[:, :-1])
+        logits = model._head(hidden)
+        logp, entropy = sequence_logprobs(logits, ids[:, 1:], with_entropy)
+        values = self.value_head(hidden.float()).squeeze(-1) if with_values else None
+        return (logp, values, entropy) if with_entropy else (logp, values)
+
+    def _advantages(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.advantage_name == "gae":
+            from zoo.objectives.advantages import outcome_to_token_rewards
+
+            token_rewards = outcome_to_token_rewards(batch["rewards"], batch["mask"])
+            return self.advantage(token_rewards, batch["old_values"], batch["mask"])
+        return self.advantage(batch["rewards"], batch["group_ids"]), None
+
+    # ------------------------------------------------------------------------------------------- training
+    def training_step(self, problems: list, batch_idx: int) -> None:
+        h = self.hparams
+        result = self.rollout(problems)
+        batch, stats = result["batch"], result["stats"]
+        for key, value in stats.items():
+            self.log(key, value, prog_bar=key == "rollout/acc", batch_size=len(problems))
+        index = batch["keep"].nonzero().squeeze(-1)
+        if index.numel() == 0:
+            return  # every group was all-equal (dynamic sampling): nothing to learn from this rollout
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        generator = torch.Generator().manual_seed(1_000_003 * self._seed() + self.global_step + 1)
+        self.policy.train()
+        logged: dict[str, list[torch.Tensor]] = {}
+        for _ in range(h.epochs):
+            order = index[torch.randperm(index.numel(), generator=generator).to(index.device)]
+            for chunk in order.chunk(h.minibatches):
+                if chunk.numel() == 0:
+                    continue
+                loss, metrics = self._update_loss({k: v[chunk] for k, v in batch.items() if v is not None})
+                optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(loss)
+                if h.grad_clip:
+                    metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.parameters_for_training(), h.grad_clip)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                metrics["loss"] = loss.detach()
+                for key, value in metrics.items():
+                    logged.setdefault(key, []).append(torch.as_tensor(value, dtype=torch.float32).detach().cpu())
+        self.log_dict(
+            {f"train/{k}": torch.stack(v).mean() for k, v in logged.items()}, batch_size=len(problems)
+        )  # fmt: skip
+
+    def _update_loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with_values = self.value_head is not None
+        logp, values, entropy = self._forward(self.policy, mb["input_ids"], with_values, with_entropy=True)
+        extra: dict[str, torch.Tensor] = {"entropy": entropy.detach()}
+        if self.reference is not None:
+            extra["ref_logprobs"] = mb["ref_logprobs"]
+        if with_values:
+            extra.update(values=values, old_values=mb["old_values"], returns=mb["returns"])
+        loss, metrics = self.objective(logp, mb["old_logprobs"], mb["advantages"], mb["mask"], **extra)
+        moe = self.policy.moe_loss() if hasattr(self.policy, "moe_loss") else None
+        if moe is not None:
+            loss = loss + moe
+        return loss, dict(metrics)
+
+    # ------------------------------------------------------------------------------------------- evaluation
+    def _evaluate(self, problems: list) -> dict[str, float]:
+        samples = self._generate(problems, 1, greedy=True, seed=0)
+        scores = [self._score(p, completion) for p, (_, completion, _) in zip(problems, samples)]
+        n = max(1, len(scores))
+        return {
+            "acc": sum(s[1] for s in scores) / n,
+            "reward": sum(s[0] for s in scores) / n,
+            "format": sum(s[2] for s in scores) / n,
+            "length": sum(s[3] for s in scores) / n,
+            "count": len(scores),
+        }
+
+    def validation_step(self, problems: list, batch_idx: int) -> None:
+        self._eval_step(problems, "val")
+
+    def test_step(self, problems: list, batch_idx: int) -> None:
+        self._eval_step(problems, "test")
+
+    def _eval_step(self, problems: list, stage: str) -> None:
+        result = self._evaluate(problems)
+        n = int(result.pop("count"))
+        for key, value in result.items():
+            self.log(f"{stage}/{key}", value, batch_size=n, prog_bar=key == "acc")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        accuracy = self.trainer.callback_metrics.get("val/acc")
+        if accuracy is not None:
+            self.best_val_acc = max(self.best_val_acc, float(accuracy))
+            self.log("val/acc_best", self.best_val_acc)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["best_val_acc"] = self.best_val_acc
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.best_val_acc = float(checkpoint.get("best_val_acc", 0.0))

@@ -1,0 +1,137 @@
+"""RLTask built from the real Hydra config (task=rl) on the addition environment, CPU, tiny sizes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from tasks.rl import RLTask, overlong_penalty, repetition_cut
+from tasks.runner import build, train
+from zoo.errors import ConfigError
+
+# A few rollout steps of 4 prompts × G = 4 after a 20-step warm start: each run takes a few seconds.
+RL_TINY = [
+    "task=rl",
+    "rl.warm_start_steps=20",
+    "rl.group_size=4",
+    "data.prompts_per_step=4",
+    "data.steps_per_epoch=2",
+    "data.env_kwargs.eval_size=16",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "logger=csv",
+]
+
+
+def rows(path) -> list[dict[str, str]]:
+    return list(csv.DictReader(open(path)))
+
+
+def column(log: list[dict[str, str]], key: str) -> list[float]:
+    return [float(r[key]) for r in log if r.get(key)]
+
+
+@pytest.fixture
+def rl_cfg(make_cfg):
+    def factory(*overrides: str, name: str = "run"):
+        return make_cfg(*RL_TINY, *overrides, tiny=False, name=name)
+
+    return factory
+
+
+def test_overlong_penalty_is_daPO_eq_13():
+    assert overlong_penalty(10, max_len=20, buffer=4) == 0.0
+    assert overlong_penalty(16, 20, 4) == 0.0
+    assert overlong_penalty(18, 20, 4) == pytest.approx(-0.5)
+    assert overlong_penalty(20, 20, 4) == pytest.approx(-1.0)
+    assert overlong_penalty(25, 20, 4) == -1.0
+
+
+def test_repetition_cut_finds_the_first_long_confident_run():
+    confident, unsure = -0.001, -1.0
+    assert repetition_cut([unsure, confident, confident, unsure, confident, confident, confident], run=3) == 7
+    assert repetition_cut([confident, confident, unsure, confident], run=3) is None
+
+
+@pytest.mark.parametrize("objective", ["reinforce", "ppo", "grpo", "dapo", "cispo"])
+def test_every_objective_trains_and_logs(rl_cfg, tmp_path, objective):
+    extra = ["rl.dynamic_sampling=true"] if objective == "dapo" else []
+    cfg = rl_cfg(f"rl.objective={objective}", *extra, name=objective)
+    metrics = train(cfg)
+    assert 0.0 <= metrics["val/acc"] <= 1.0 and 0.0 <= metrics["test/reward"] <= 1.0
+    log = rows(tmp_path / objective / "csv" / "metrics.csv")
+    header = set(log[0])
+    for key in (
+        "rollout/reward",
+        "rollout/acc",
+        "rollout/length",
+        "rollout/zero_std_groups",
+        "val/acc",
+        "warm_start/acc",
+    ):
+        assert key in header, key
+    if column(log, "rollout/kept") != [0.0] * len(column(log, "rollout/kept")):  # an update happened
+        for key in ("train/loss", "train/clip_frac", "train/approx_kl", "train/entropy", "train/grad_norm"):
+            assert key in header, key
+            assert all(torch.isfinite(torch.tensor(column(log, key)))), key
+    if objective == "ppo":
+        assert "train/value_loss" in header
+    if objective == "grpo":
+        assert "train/kl_ref" in header
+
+
+def test_reward_rises_on_one_digit_addition(rl_cfg, tmp_path):
+    """40 CISPO steps from a barely warm-started policy: the mean rollout reward of the last 10 steps beats the
+    first 10's clearly (measured on the development machine: 0.21 → 0.38)."""
+    cfg = rl_cfg(
+        "rl.objective=cispo", "data.env_kwargs.digits=1", "data.env_kwargs.eval_size=32", "rl.warm_start_steps=100",
+        "rl.group_size=8", "data.prompts_per_step=16", "data.steps_per_epoch=10", "trainer.max_epochs=4",
+        "model.lr=3e-4", "test=false", name="learn",
+    )  # fmt: skip
+    train(cfg)
+    reward = column(rows(tmp_path / "learn" / "csv" / "metrics.csv"), "rollout/reward")
+    assert len(reward) == 40
+    first, last = sum(reward[:10]) / 10, sum(reward[-10:]) / 10
+    assert last > first + 0.05, (first, last)
+
+
+def test_resume_after_an_epoch_is_exact(rl_cfg, tmp_path):
+    """2 epochs straight == 1 epoch, stop, ckpt_path=last, 1 more: identical weights and Adam moments (the prompts,
+    the rollout samples and the minibatch order depend only on the seed and the step)."""
+    common = ["rl.objective=cispo", "trainer.max_epochs=2", "test=false"]
+    train(rl_cfg(*common, name="straight"))
+    stop = ["+callbacks.stop._target_=tests.helpers.StopAfterEpochs", "+callbacks.stop.epochs=1"]
+    train(rl_cfg(*common, *stop, name="first"))
+    train(rl_cfg(*common, "ckpt_path=last", name="first"))
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] > 0
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_ppo_gets_a_value_head_and_grpo_a_frozen_reference(rl_cfg):
+    ppo, _, _ = build(rl_cfg("rl.objective=ppo", name="ppo"))
+    assert ppo.value_head is not None and ppo.advantage_name == "gae" and ppo.reference is None
+    grpo, _, _ = build(rl_cfg("rl.objective=grpo", name="grpo"))
+    assert grpo.reference is not None and not any(p.requires_grad for p in grpo.reference.parameters())
+    cispo, _, _ = build(rl_cfg("rl.objective=cispo", name="cispo"))
+    assert cispo.value_head is None and cispo.reference is None and cispo.optimizer_steps_per_batch() == 4
+
+
+def test_bad_rl_settings_name_the_key(rl_cfg):
+    with pytest.raises(Exception, match=r"rl\.objective"):
+        build(rl_cfg("rl.objective=trpo", name="bad1"))
+    with pytest.raises(ConfigError, match=r"rl\.objective_kwargs"):
+        build(rl_cfg("rl.objective=cispo", "+rl.objective_kwargs.eps=0.1", name="bad2"))
+    with pytest.raises(ConfigError, match=r"rl\.advantage=gae"):
+        RLTask(config={"vocab_size": 257}, objective="ppo", advantage="group_norm")
+
+
+def test_metrics_json_records_the_run(rl_cfg, tmp_path):
+    train(rl_cfg("rl.objective=reinforce", name="json"))
+    saved = json.loads((tmp_path / "json" / "metrics.json").read_text())
+    assert {"val/acc", "val/acc_best", "test/acc", "test/format"} <= set(saved)
