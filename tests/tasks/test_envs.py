@@ -486,8 +486,10 @@ def test_configs_list_every_key(name, tmp_path):
     env_cls = ENVIRONMENT.get(cfg.env)
     env_params = [p for p in inspect.signature(env_cls.__init__).parameters if p != "self"]
     assert sorted(cfg.env_kwargs) == sorted(env_params)
-    for key in env_params:  # the yaml's values are the constructor's defaults
-        assert cfg.env_kwargs[key] == inspect.signature(env_cls.__init__).parameters[key].default, key
+    tuned = {"addition": {"digits"}}.get(name, set())  # conf/data/addition.yaml uses 2 digits (CPU warm start)
+    for key in env_params:  # otherwise the yaml's values are the constructor's defaults
+        if key not in tuned:
+            assert cfg.env_kwargs[key] == inspect.signature(env_cls.__init__).parameters[key].default, key
     values = {k: OmegaConf.to_container(cfg)[k] for k in params if k != "seed"}
     check_kwargs(cls, values, "data")
     assert data_property(cfg, "vocab_size") == cfg.vocab_size == 257
