@@ -3,8 +3,8 @@
 
     python tools/rl_curves.py RUNS_DIR --output docs/results/rl_addition.json --plot docs/results/rl_addition.png
 
-``RUNS_DIR`` holds one run directory per job named ``<objective>_<seed>`` (each with ``csv/metrics.csv``), as
-``conf/experiment/rl_addition.yaml``'s multirun or ``hydra.run.dir=RUNS_DIR/<objective>_<seed>`` writes them.
+``RUNS_DIR`` holds one run directory per job (each with ``csv/metrics.csv``): a Hydra multirun directory (the
+objective and seed are read from each job's ``.hydra/config.yaml``) or folders named ``<objective>_<seed>``.
 Steps are rollout steps (a validation every ``data.steps_per_epoch`` of them); "steps to 90 %" is the first
 validation whose greedy accuracy on the held-out set reaches the threshold (— if none did).
 """
@@ -40,6 +40,19 @@ def read_run(directory: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
+def run_identity(directory: Path) -> tuple[str, int]:
+    """(objective, seed) from the run's Hydra record (``.hydra/config.yaml``), else from a ``<objective>_<seed>``
+    directory name."""
+    config = directory / ".hydra" / "config.yaml"
+    if config.is_file():
+        import yaml
+
+        values = yaml.safe_load(config.read_text())
+        return str(values["rl"]["objective"]), int(values.get("seed") or 0)
+    objective, _, seed = directory.name.rpartition("_")
+    return objective, int(seed)
+
+
 def steps_to(curve: list[tuple[int, float]], threshold: float) -> int | None:
     return next((step for step, value in curve if value >= threshold), None)
 
@@ -57,8 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     runs: dict[str, dict[int, dict]] = {}
     for directory in sorted(p for p in args.runs.iterdir() if (p / "csv" / "metrics.csv").is_file()):
-        objective, _, seed = directory.name.rpartition("_")
-        runs.setdefault(objective, {})[int(seed)] = read_run(directory)
+        objective, seed = run_identity(directory)
+        runs.setdefault(objective, {})[seed] = read_run(directory)
     summary = {}
     print(f"| objective | seeds | start acc | final acc | best acc | steps to {args.threshold:.0%} | rollouts |")
     print("|---|---|---|---|---|---|---|")

@@ -135,3 +135,24 @@ def test_metrics_json_records_the_run(rl_cfg, tmp_path):
     train(rl_cfg("rl.objective=reinforce", name="json"))
     saved = json.loads((tmp_path / "json" / "metrics.json").read_text())
     assert {"val/acc", "val/acc_best", "test/acc", "test/format"} <= set(saved)
+
+
+def test_rl_curves_tool_tabulates_steps_to_threshold(tmp_path):
+    from tools.rl_curves import main as rl_curves
+
+    for objective, seed, accs in (
+        ("cispo", 0, [0.3, 0.7, 0.95]),
+        ("cispo", 1, [0.4, 0.92, 0.97]),
+        ("ppo", 0, [0.3, 0.5, 0.6]),
+    ):
+        run = tmp_path / f"{objective}_{seed}" / "csv"
+        run.mkdir(parents=True)
+        lines = ["epoch,rollout/acc,rollout/reward,step,val/acc,warm_start/acc", ",,,0,,0.2"]
+        for i, acc in enumerate(accs):
+            lines += [f"{i},0.5,0.5,{i},,", f"{i},,,{i},{acc},"]
+        (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    result = rl_curves([str(tmp_path), "--plot", str(tmp_path / "curves.png")])
+    cispo, ppo = result["objectives"]["cispo"], result["objectives"]["ppo"]
+    assert cispo["steps_to_threshold"] == [3, 2] and ppo["steps_to_threshold"] == [None]
+    assert cispo["start_acc"] == [0.2, 0.2] and cispo["best_acc"] == [0.95, 0.97]
+    assert (tmp_path / "curves.png").stat().st_size > 1000
