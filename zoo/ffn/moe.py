@@ -189,8 +189,10 @@ class MoEExperts(nn.Module):
 
         The (token, slot) assignments are sorted by expert (stable, so by token within an expert); ``"loop"`` runs
         one expert at a time (one host sync for the group sizes), ``"grouped_mm"`` runs two grouped GEMMs over all
-        groups at once (no host sync). Both scale each expert output by its weight in the weights' dtype and
-        ``index_add_`` it into an output of ``x``'s dtype, as Hugging Face's ``MiniMaxExperts`` does. Autocast is
+        groups at once (no host sync). The loop scales each expert output by its weight in the weights' dtype and
+        ``index_add_`` s it into an output of ``x``'s dtype, as Hugging Face's ``MiniMaxExperts`` does; ``grouped_mm``
+        scales in the compute dtype and moves rows with gathers only (:class:`_DispatchRows`, :class:`_CombineRows`:
+        no atomics, deterministic). Autocast is
         off inside: the matrix products run in ``compute_dtype`` (default ``x.dtype``).
 
         Args:
@@ -213,9 +215,13 @@ class MoEExperts(nn.Module):
         out = x.new_zeros(x.shape)
         with _autocast_off(x.device.type, _autocast_dtype(x.device.type) is not None):
             if impl == "grouped_mm":
-                h = self._grouped(x[token].to(cdt), counts, cdt)
-                self._combine(out, token, h, weight)
-            elif impl == "loop":
+                # gathers only (no atomics): dispatch row j = x[order[j] // k]; combine by the inverse permutation
+                inverse = torch.empty_like(order)
+                inverse[order] = torch.arange(order.numel(), device=order.device)
+                xs = _DispatchRows.apply(x.to(cdt), order, inverse, k)
+                h = self._grouped(xs, counts, cdt) * weight.to(cdt)
+                return _CombineRows.apply(h, order, inverse, k).to(x.dtype)
+            if impl == "loop":
                 start = 0
                 for e, end in enumerate(counts.cumsum(0).tolist()):
                     if end > start:
@@ -242,6 +248,39 @@ class MoEExperts(nn.Module):
         offs = counts.cumsum(0).to(torch.int32)
         gate, up = gmm(xs, self.gate_up_proj.to(cdt).transpose(-2, -1), offs=offs).chunk(2, dim=-1)
         return gmm(F.silu(gate) * up, self.down_proj.to(cdt).transpose(-2, -1), offs=offs)
+
+
+class _DispatchRows(torch.autograd.Function):
+    """``xs[j] = x[order[j] // k]`` (each token copied to its k expert-sorted slots); the backward sums each token's
+    k slot gradients by gathering through the inverse permutation — no scatter, no atomics."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor, k: int) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        ctx.k = k
+        return x.index_select(0, order // k)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        n = inverse.numel() // ctx.k
+        return grad.index_select(0, inverse).view(n, ctx.k, -1).sum(1), None, None, None
+
+
+class _CombineRows(torch.autograd.Function):
+    """``y[t] = Σ_s h[inverse[t·k + s]]``: the expert-sorted outputs back to token order, summed over the k slots;
+    the backward gathers the token gradient into the sorted slots."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor, k: int) -> torch.Tensor:
+        ctx.save_for_backward(order)
+        ctx.k = k
+        return h.index_select(0, inverse).view(inverse.numel() // k, k, -1).sum(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (order,) = ctx.saved_tensors
+        return grad.index_select(0, order // ctx.k), None, None, None
 
 
 @FFN.register("moe")
