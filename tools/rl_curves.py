@@ -27,12 +27,12 @@ def read_run(directory: Path) -> dict[str, list[tuple[int, float]]]:
     with open(directory / "csv" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     curves: dict[str, list[tuple[int, float]]] = {"val/acc": [], "rollout/reward": [], "rollout/acc": []}
-    rollouts = 0
-    for row in rows:
+    for row in rows:  # Lightning's logging step is the number of training batches (rollouts) done, minus one
         if row.get("warm_start/acc"):  # the starting policy, before any RL step
             curves["val/acc"].append((0, float(row["warm_start/acc"])))
+            continue
+        rollouts = int(row["step"]) + 1
         if row.get("rollout/reward"):
-            rollouts += 1
             curves["rollout/reward"].append((rollouts, float(row["rollout/reward"])))
             curves["rollout/acc"].append((rollouts, float(row["rollout/acc"])))
         if row.get("val/acc"):

@@ -147,7 +147,7 @@ def test_rl_curves_tool_tabulates_steps_to_threshold(tmp_path):
     ):
         run = tmp_path / f"{objective}_{seed}" / "csv"
         run.mkdir(parents=True)
-        lines = ["epoch,rollout/acc,rollout/reward,step,val/acc,warm_start/acc", ",,,0,,0.2"]
+        lines = ["epoch,rollout/acc,rollout/reward,step,val/acc,warm_start/acc", ",,,,,0.2"]
         for i, acc in enumerate(accs):
             lines += [f"{i},0.5,0.5,{i},,", f"{i},,,{i},{acc},"]
         (run / "metrics.csv").write_text("\n".join(lines) + "\n")
