@@ -11,6 +11,16 @@ name               data
 ``image_folder``   any ``root/{train,test}/<class>/<image>`` tree
 ================== ==============================================================================================
 
+Object detection / instance segmentation (lists of ``[3, H, W]`` images and torchvision-style target dicts, see
+:mod:`tasks.data.coco`):
+
+=================== =============================================================================================
+name                data
+=================== =============================================================================================
+``coco``            any COCO JSON + image folder (boxes, masks from polygons or RLE)
+``copy_paste_coco`` generated: garments and emoji pasted onto scikit-image photos (:mod:`tasks.data.copy_paste`)
+=================== =============================================================================================
+
 Language-model pretraining (packed token windows: ``input_ids`` / ``labels`` ``[B, T]``, ``cu_seqlens``, see
 :mod:`tasks.data.text`):
 
@@ -26,6 +36,7 @@ name               data
 from tasks.data.austen import AustenDataModule
 from tasks.data.base import ImageClassificationData, InMemoryImageData
 from tasks.data.cifar import CIFAR10DataModule, CIFAR100DataModule
+from tasks.data.coco import COCODataModule, CopyPasteCOCODataModule
 from tasks.data.fashion_mnist import FashionMNISTDataModule
 from tasks.data.image_folder import ImageFolderDataModule
 from tasks.data.rl_prompts import RLPromptData
@@ -38,6 +49,8 @@ __all__ = [
     "ByteTokenizer",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
+    "COCODataModule",
+    "CopyPasteCOCODataModule",
     "FashionMNISTDataModule",
     "ImageClassificationData",
     "ImageFolderDataModule",
