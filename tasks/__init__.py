@@ -4,18 +4,20 @@ A task's ``__init__`` takes primitives only — component names plus kwargs dict
 ``save_hyperparameters()``, so the Hydra front end (``tools/train.py``), LightningCLI (``tools/cli.py``) and
 ``load_from_checkpoint`` build it the same way.
 
-========== =========================================================================================
-name       task
-========== =========================================================================================
-``vision`` image classification with any backbone and channel attention (:class:`VisionTask`)
-``lm``     causal language modelling with the hybrid MoE LM on packed documents (:class:`LMTask`)
-``rl``     RL with verifiable rewards: rollouts, advantages, PPO / GRPO / DAPO / CISPO updates (:class:`RLTask`)
-========== =========================================================================================
+============= =========================================================================================
+name          task
+============= =========================================================================================
+``vision``    image classification with any backbone and channel attention (:class:`VisionTask`)
+``lm``        causal language modelling with the hybrid MoE LM on packed documents (:class:`LMTask`)
+``detection`` object detection / instance segmentation with torchvision's detectors (:class:`DetectionTask`)
+``rl``        RL with verifiable rewards: rollouts, advantages, PPO / GRPO / DAPO / CISPO updates (:class:`RLTask`)
+============= =========================================================================================
 """
 
 from tasks.base import BaseTask
+from tasks.detection import DetectionTask
 from tasks.lm import LMTask
 from tasks.rl import RLTask
 from tasks.vision import VisionTask
 
-__all__ = ["BaseTask", "LMTask", "RLTask", "VisionTask"]
+__all__ = ["BaseTask", "DetectionTask", "LMTask", "RLTask", "VisionTask"]

@@ -32,6 +32,7 @@ from zoo.registry import Registry
 
 CHANNEL_ATTENTION: Registry = Registry("channel_attention", locations=["zoo.channel_attention"])
 BACKBONE: Registry = Registry("backbone", locations=["zoo.backbones"])
+DETECTOR: Registry = Registry("detector", locations=["zoo.detectors"])
 ATTENTION: Registry = Registry("attention", locations=["zoo.attention"])
 FFN: Registry = Registry("ffn", locations=["zoo.ffn"])
 MODEL: Registry = Registry("model", locations=["zoo.models"])
@@ -43,5 +44,5 @@ SCHEDULER: Registry = Registry("scheduler", locations=["zoo.optim"])
 TASK: Registry = Registry("task", locations=["tasks"])
 DATA: Registry = Registry("data", locations=["tasks.data"])
 
-_KINDS = (CHANNEL_ATTENTION, BACKBONE, ATTENTION, FFN, MODEL, OBJECTIVE, ADVANTAGE, ENVIRONMENT)
+_KINDS = (CHANNEL_ATTENTION, BACKBONE, DETECTOR, ATTENTION, FFN, MODEL, OBJECTIVE, ADVANTAGE, ENVIRONMENT)
 ALL: dict[str, Registry] = {r.kind: r for r in (*_KINDS, OPTIMIZER, SCHEDULER, TASK, DATA)}
