@@ -39,6 +39,7 @@ only off-policy (several updates per rollout batch, or a sampler that differs fr
 
 from __future__ import annotations
 
+import abc
 import inspect
 from collections.abc import Mapping
 from typing import ClassVar, NamedTuple
@@ -149,7 +150,7 @@ def _check_nonneg(name: str, key: str, value: float | None, *, optional: bool = 
         raise ConfigError(f"{name} {key} must be a number >= 0{' or None' if optional else ''}, got {value!r}")
 
 
-class Objective:
+class Objective(abc.ABC):
     """Base of the policy objectives: input checks, the ratio, the optional KL term, aggregation and metrics.
 
     Subclasses implement :meth:`per_token` (the surrogate per token and where its clip is active) and may extend
@@ -190,10 +191,10 @@ class Objective:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
 
-    # ------------------------------------------------------------------ to implement
+    # ------------------------------------------------------------------ what each objective defines
+    @abc.abstractmethod
     def per_token(self, inp: _Inputs) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """``(loss [B, T] with grad, active [B, T] bool where the clip/cap/mask acts, specific metrics)``."""
-        raise NotImplementedError
 
     def extra_terms(
         self, inp: _Inputs, extra: Mapping[str, torch.Tensor]
