@@ -24,6 +24,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from tasks.data.text import ResumableLoader
 from tasks.envs.base import Environment, Problem
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError
@@ -93,40 +94,11 @@ class StepSampler(DistributedSampler):
         return self.steps_per_epoch
 
 
-class StepLoader(DataLoader):
-    """The training loader; Lightning checkpoints its position (``{"epoch", "steps"}``) for mid-epoch resumption.
+class StepLoader(ResumableLoader):
+    """The training loader (one batch per step); Lightning checkpoints its position (``{"epoch", "steps"}``) for
+    mid-epoch resumption."""
 
-    (Lightning fetches no batch ahead from a loader with a length, so ``steps`` counts the steps trained on.)
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._position: tuple[int, int] | None = None  # (epoch, steps yielded in it)
-
-    def __iter__(self):
-        return self._counted(super().__iter__())
-
-    def _counted(self, batches):
-        sampler = self.sampler
-        assert isinstance(sampler, StepSampler)
-        self._position = None
-        for batch in batches:  # the sampler runs at the first batch, after Lightning's set_epoch
-            if self._position is None:
-                self._position = (sampler.epoch, sampler.skipped)
-            epoch, count = self._position
-            self._position = (epoch, count + 1)
-            yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        if self._position is None:
-            return {}
-        epoch, count = self._position
-        return {"epoch": epoch, "steps": count}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        if state_dict:
-            assert isinstance(self.sampler, StepSampler)
-            self.sampler.resume_at(state_dict["epoch"], state_dict["steps"])
+    count_key = "steps"
 
 
 class Chunks(Dataset):

@@ -334,28 +334,36 @@ class WindowSampler(DistributedSampler):
 
 
 class ResumableLoader(DataLoader):
-    """The training loader, which Lightning checkpoints mid-epoch (it has ``state_dict`` / ``load_state_dict``).
+    """A training loader that Lightning checkpoints mid-epoch (it has ``state_dict`` / ``load_state_dict``).
 
-    Its state is the epoch and the number of batches it has yielded in it; after :meth:`load_state_dict` the next
-    pass over that epoch starts after those batches, so a run resumed from a mid-epoch checkpoint trains on exactly
-    the batches an uninterrupted run would. (Lightning fetches no batch ahead from a loader with a length, so the
-    count is that of the batches trained on.) ``sampler`` must be a :class:`WindowSampler`.
+    Its state is the epoch and the number of batches it has yielded in it (under the key :attr:`count_key`); after
+    :meth:`load_state_dict` the next pass over that epoch starts after those batches, so a run resumed from a
+    mid-epoch checkpoint trains on exactly the batches an uninterrupted run would. (Lightning fetches no batch
+    ahead from a loader with a length, so the count is that of the batches trained on.)
+
+    The sampler must expose ``epoch``, ``skipped`` (sampler items left out at the start of the current pass) and
+    ``resume_at(epoch, items)`` — :class:`WindowSampler`, :class:`tasks.data.rl_prompts.StepSampler`. A batch is
+    ``batch_size`` sampler items, or one with ``batch_size=None``.
     """
+
+    count_key = "batches"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._position: tuple[int, int] | None = None  # (epoch, batches yielded in it)
 
+    @property
+    def items_per_batch(self) -> int:
+        return self.batch_size or 1
+
     def __iter__(self):
         return self._counted(super().__iter__())
 
     def _counted(self, batches):
-        sampler = self.sampler
-        assert isinstance(sampler, WindowSampler) and self.batch_size
         self._position = None
         for batch in batches:  # the sampler runs at the first batch, after Lightning's set_epoch
             if self._position is None:
-                self._position = (sampler.epoch, sampler.skipped // self.batch_size)
+                self._position = (self.sampler.epoch, self.sampler.skipped // self.items_per_batch)
             epoch, count = self._position
             self._position = (epoch, count + 1)
             yield batch
@@ -364,12 +372,11 @@ class ResumableLoader(DataLoader):
         if self._position is None:
             return {}
         epoch, count = self._position
-        return {"epoch": epoch, "batches": count}
+        return {"epoch": epoch, self.count_key: count}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         if state_dict:
-            assert isinstance(self.sampler, WindowSampler) and self.batch_size
-            self.sampler.resume_at(state_dict["epoch"], state_dict["batches"] * self.batch_size)
+            self.sampler.resume_at(state_dict["epoch"], state_dict[self.count_key] * self.items_per_batch)
 
 
 # ------------------------------------------------------------------------------------------------- the module
