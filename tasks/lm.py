@@ -83,15 +83,18 @@ class LMTask(BaseTask):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self.val_loss_best = MinMetric()
-        self.flops_per_token = self._flops_per_token_fn()
         self.flops_per_batch: int | None = None
+        self._flops_per_token: dict[int, float] = {}  # by sequence length (building the count is not free)
 
-    def _flops_per_token_fn(self):
+    def flops_per_token(self, seq_len: int) -> float | None:
+        """Training FLOPs per token at ``seq_len`` for MFU (None for models other than :class:`HybridLM`)."""
         from zoo.models.hybrid_lm import HybridLM, training_flops_per_token
 
-        if isinstance(self.model, HybridLM):
-            return lambda seq_len: training_flops_per_token(self.model.config, seq_len)
-        return None
+        if not isinstance(self.model, HybridLM):
+            return None
+        if seq_len not in self._flops_per_token:
+            self._flops_per_token[seq_len] = training_flops_per_token(self.model.config, seq_len)
+        return self._flops_per_token[seq_len]
 
     def configure_callbacks(self) -> list[Callback]:
         return [TokenThroughputMonitor()] if self.hparams.throughput else []
@@ -120,9 +123,9 @@ class LMTask(BaseTask):
             if stats:
                 self.log("moe/max_load", stats["expert_load"].max(dim=-1).values.mean(), batch_size=B)
                 self.log("moe/dropped", stats["dropped_fraction"], batch_size=B)
-        if self.flops_per_token is not None:
-            T = batch["input_ids"].shape[1]
-            self.flops_per_batch = int(self.flops_per_token(T) * batch["input_ids"].numel())
+        flops = self.flops_per_token(batch["input_ids"].shape[1])
+        if flops is not None:
+            self.flops_per_batch = int(flops * batch["input_ids"].numel())
         return loss
 
     def _evaluate(self, batch: dict[str, torch.Tensor], ppl: Perplexity, mean_loss: MeanMetric, stage: str) -> None:
