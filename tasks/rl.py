@@ -323,7 +323,7 @@ class RLTask(BaseTask):
             "rollout/length": torch.tensor(lengths).mean(),
         }
         keep = torch.ones(len(rows), dtype=torch.bool, device=self.device)
-        group_std = torch.stack([rewards_t[group_ids == g].std(unbiased=False) for g in range(len(problems))])
+        group_std = rewards_t.view(len(problems), G).std(dim=1, unbiased=False)  # each prompt's G rewards
         stats["rollout/zero_std_groups"] = (group_std == 0).float().mean()
         if h.dynamic_sampling:
             keep = (group_std != 0)[group_ids]
