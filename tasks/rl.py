@@ -344,7 +344,7 @@ class RLTask(BaseTask):
 
     def _forward(self, model: nn.Module, ids: torch.Tensor, with_values: bool = False, with_entropy: bool = False):
         hidden = model.hidden_states(ids[:, :-1])
-        logits = model._head(hidden)
+        logits = model.forward_head(hidden)
         logp, entropy = sequence_logprobs(logits, ids[:, 1:], with_entropy)
         values = self.value_head(hidden.float()).squeeze(-1) if with_values else None
         return (logp, values, entropy) if with_entropy else (logp, values)

@@ -299,7 +299,8 @@ class HybridLM(nn.Module):
         return {"total": total, "embedding": embedding, "lm_head": head, "active": active}
 
     # ----------------------------------------------------------------------------------------------- forward
-    def _head(self, h: torch.Tensor) -> torch.Tensor:
+    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits ``[..., vocab]`` from final hidden states ``[..., d]`` (fp32 when ``lm_head_fp32``)."""
         if self.config.lm_head_fp32:
             with torch.autocast(h.device.type, enabled=False):
                 return F.linear(h.float(), self.lm_head.weight.float())
@@ -338,7 +339,7 @@ class HybridLM(nn.Module):
         """Logits ``[B, T, vocab]`` (fp32 when ``lm_head_fp32``) for ``input_ids`` ``[B, T]``; with a ``cache`` the
         tokens continue the cached ones (prefill through the chunked kernel, single tokens through the decode step).
         """
-        return self._head(self.hidden_states(input_ids, cu_seqlens=cu_seqlens, cache=cache))
+        return self.forward_head(self.hidden_states(input_ids, cu_seqlens=cu_seqlens, cache=cache))
 
     def moe_layers(self) -> list[nn.Module]:
         return [layer.mlp for layer in self.model.layers if layer.ffn_type == "moe"]
