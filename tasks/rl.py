@@ -333,7 +333,7 @@ class RLTask(BaseTask):
         batch = {"input_ids": ids, "mask": mask, "rewards": rewards_t, "group_ids": group_ids, "keep": keep}
         with torch.no_grad():
             self.policy.eval()
-            old, values = self._forward(self.policy, ids, with_values=self.value_head is not None)
+            old, values, _ = self._forward(self.policy, ids, with_values=self.value_head is not None)
             batch["old_logprobs"] = old
             if values is not None:
                 batch["old_values"] = values
@@ -342,12 +342,15 @@ class RLTask(BaseTask):
             batch["advantages"], batch["returns"] = self._advantages(batch)
         return {"batch": batch, "stats": stats}
 
-    def _forward(self, model: nn.Module, ids: torch.Tensor, with_values: bool = False, with_entropy: bool = False):
+    def _forward(
+        self, model: nn.Module, ids: torch.Tensor, with_values: bool = False, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(log-probs of ids[:, 1:] [B, T−1], values or None, entropy or None)`` from one forward."""
         hidden = model.hidden_states(ids[:, :-1])
         logits = model.forward_head(hidden)
         logp, entropy = sequence_logprobs(logits, ids[:, 1:], with_entropy)
         values = self.value_head(hidden.float()).squeeze(-1) if with_values else None
-        return (logp, values, entropy) if with_entropy else (logp, values)
+        return logp, values, entropy
 
     def _advantages(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.advantage_name == "gae":
