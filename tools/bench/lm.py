@@ -19,7 +19,6 @@ Sections (``--sections train generate moe``):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tools.bench import moe as moe_bench
+from tools.bench.moe import time_step
 from zoo.io import write_json
 from zoo.models import HybridLM, HybridLMConfig, training_flops_per_token
 
@@ -51,25 +52,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of ``fn()``."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def matmul_peak(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    seconds = timed(lambda: a @ a, device, 5, 20)
+    seconds = time_step(lambda: a @ a, device, 5, 20)
     return 2 * 8192**3 / seconds
 
 
@@ -107,7 +94,7 @@ def train_case(args, pattern: str, length: int, peak: float | None) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    seconds = timed(step, device, args.warmup, args.repeats)
+    seconds = time_step(step, device, args.warmup, args.repeats)
     tokens_per_s = batch * length / seconds
     flops = training_flops_per_token(model.config, length)
     row = {
@@ -249,8 +236,6 @@ def main(argv: list[str] | None = None) -> dict:
             ["pattern", "batch", "prefill_s", "prefill_tokens_per_s", "decode_tokens_per_s", "ms_per_decode_step"],
         )
     if "moe" in args.sections:
-        from tools.bench import moe as moe_bench
-
         shape = PRESETS[args.preset]
         moe_args = [
             "--device", args.device, "--dim", str(shape["hidden_size"]), "--hidden", str(shape["intermediate_size"]),
