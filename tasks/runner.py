@@ -12,6 +12,8 @@ key          meaning
 ``trainer``  keyword arguments of ``lightning.Trainer``
 ``callbacks``, ``logger``   third-party objects by ``_target_`` (Lightning's callbacks and loggers)
 ``seed``     global seed; ``ckpt_path``: ``null``, ``last`` or a file to resume from
+``test_ckpt`` which weights ``test`` scores: ``best`` (the best checkpoint by ``task.monitor``) or ``last`` (the
+             weights training ended with: a fixed schedule, or validation data that doubles as the test set)
 ``imports``  modules to import first, so that their components register (like mmengine's ``custom_imports``)
 ============ ======================================================================================================
 """
@@ -147,14 +149,21 @@ def _resolve(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"the configuration does not resolve: {exc}") from exc
 
 
+TEST_CKPTS = ("best", "last")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test the best checkpoint, write ``metrics.json`` into the run directory and return the metrics.
+    """Fit, test the best (``test_ckpt=best``) or final (``test_ckpt=last``) weights, write ``metrics.json`` into the
+    run directory and return the metrics.
 
     Returns the test metrics, the last epoch's validation metrics (``val/*``), ``time/fit_s`` and ``test/ckpt``.
     When the config names ``optimized_metric``, the caller (``tools/train.py``) returns that value to Hydra's
     sweeper.
     """
     output_dir = Path(cfg.paths.output_dir)
+    test_ckpt = cfg.get("test_ckpt", "best")
+    if test_ckpt not in TEST_CKPTS:
+        raise ConfigError(f"test_ckpt={test_ckpt!r} is unknown; valid choices: {', '.join(TEST_CKPTS)}")
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
     task, datamodule, trainer = build(cfg)
@@ -167,11 +176,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt_path = None
     metrics["time/fit_s"] = time.perf_counter() - start
     if cfg.get("test", True):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = ""
+        if test_ckpt == "best" and trainer.checkpoint_callback is not None:
+            best = trainer.checkpoint_callback.best_model_path
         tested = trainer.test(task, datamodule=datamodule, ckpt_path=best or ckpt_path or None)
         for result in tested:
             metrics.update({k: float(v) for k, v in result.items()})
-        metrics["test/ckpt"] = best or "(final weights)"
+        metrics["test/ckpt"] = best or ckpt_path or "(final weights)"
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
         log.info("metrics written to %s", output_dir / "metrics.json")
@@ -184,5 +195,8 @@ def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise ConfigError(f"optimized_metric={name} was not logged; logged: {', '.join(sorted(metrics))}")
+        raise ConfigError(
+            f"optimized_metric={name} was not logged (metrics.json is written); set optimized_metric to one of "
+            f"{', '.join(sorted(metrics))}, or to null when no sweeper reads it"
+        )
     return float(metrics[name])

@@ -29,6 +29,22 @@ def test_fit_and_test_each_channel_attention(make_cfg, ca):
     assert ckpt["hyper_parameters"]["ca"] == ca
 
 
+def test_test_ckpt_last_scores_the_final_weights(make_cfg, tmp_path):
+    """test_ckpt=last (fixed schedules): test scores the weights training ended with, not the best checkpoint."""
+    cfg = make_cfg("model.ca=eca", "trainer.max_epochs=2", "test_ckpt=last")
+    _, datamodule, trainer = build(cfg)
+    metrics = train(cfg)
+    assert metrics["test/ckpt"] == "(final weights)"
+    final = VisionTask.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    (again,) = trainer.test(final, datamodule=datamodule, verbose=False)
+    assert again["test/acc"] == pytest.approx(metrics["test/acc"])
+    best = train(make_cfg("model.ca=eca", "trainer.max_epochs=2", name="best"))
+    assert best["test/ckpt"].endswith(".ckpt")
+    with pytest.raises(ConfigError, match=r"test_ckpt='final' is unknown; valid choices: best, last"):
+        train(make_cfg("test_ckpt=final", name="bad"))
+
+
 def test_checkpoints_last_and_best_and_load_from_checkpoint(make_cfg, tmp_path):
     cfg = make_cfg("model.ca=mca", "trainer.max_epochs=2")
     train(cfg)
