@@ -200,3 +200,39 @@ def test_registry_and_configs_compose():
             assert plain["num_classes"] == "${zoo.data:num_classes}"
             assert set(plain) == set(inspect.signature(DetectionTask.__init__).parameters) - {"self"}
             DetectionTask(**{**plain, **TINY, "num_classes": 2, "detector_kwargs": FEW})
+
+
+@pytest.fixture(scope="module")
+def generated_overrides(tmp_path_factory) -> list[str]:
+    """Overrides that point the copy-paste DataModule at a tiny generated set (6 images of 64 px)."""
+    root = tmp_path_factory.mktemp("copy_paste")
+    sizes = ["data.train_images_count=4", "data.val_images_count=2", "data.image_size=64", "data.seed=0"]
+    loaders = ["data.batch_size=2", "data.eval_batch_size=2", "data.num_workers=0"]
+    return [f"data.root={root}", *sizes, *loaders, "model.min_size=64", "model.max_size=64", "logger=csv"]
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_hydra_fast_dev_run_on_the_generated_set(detector, generated_overrides, tmp_path):
+    """``tools/train.py task=detection model.detector=… model.ca=mca trainer.fast_dev_run=true``, composed for real."""
+    from tasks.runner import train
+    from tests.conftest import compose_config
+
+    overrides = ["task=detection", f"model.detector={detector}", "model.ca=mca", "trainer.fast_dev_run=true"]
+    metrics = train(compose_config([*overrides, *generated_overrides], tmp_path / "run"))
+    assert 0 <= metrics["test/bbox_map_50"] <= 1
+    assert ("test/segm_map" in metrics) == (detector == "mask_rcnn")
+
+
+def test_detection_experiment_scores_the_final_weights(generated_overrides, tmp_path):
+    """experiment=detection_ca: fixed steps, no validation, test on the final weights, one data seed, no files."""
+    from tasks.runner import train
+    from tests.conftest import compose_config
+
+    cpu = ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.max_steps=2"]
+    overrides = ["experiment=detection_ca", "model.detector=mask_rcnn", "model.ca=mca", "seed=3", *cpu]
+    cfg = compose_config([*overrides, *generated_overrides], tmp_path / "run")
+    assert cfg.task.name == "detection" and cfg.test_ckpt == "last" and cfg.data.seed == 0
+    metrics = train(cfg)
+    assert metrics["test/ckpt"] == "(final weights)" and "test/segm_map" in metrics
+    assert not any(key.startswith("val/") for key in metrics)
+    assert not (tmp_path / "run" / "checkpoints").exists()
