@@ -115,3 +115,17 @@ def test_cifar_resnet_options_and_errors():
         CifarResNet(21)
     with pytest.raises(ValueError, match="shortcut"):
         CifarResNet(20, shortcut="C")
+
+
+def test_pretrained_weights_load_non_strictly_only_with_an_attention(monkeypatch):
+    """The attention's parameters are not in timm's published weights: with ``pretrained`` they keep their init."""
+    seen = []
+    monkeypatch.setattr(timm, "create_model", lambda name, **kwargs: seen.append(kwargs))
+    from zoo.backbones.timm_models import create_timm_backbone
+
+    create_timm_backbone("resnet18", ca="mca", pretrained=True)
+    create_timm_backbone("resnet18", ca="none", pretrained=True)
+    create_timm_backbone("resnet18", ca="mca", pretrained=False)
+    create_timm_backbone("resnet18", ca="se", pretrained=True, pretrained_strict=True)
+    assert [k.get("pretrained_strict") for k in seen] == [False, None, None, True]
+    assert seen[0]["block_args"]["attn_layer"].func is MomentChannelAttention and seen[1]["block_args"] is None

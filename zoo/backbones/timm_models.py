@@ -27,6 +27,8 @@ def create_timm_backbone(
     timm's ResNet blocks build ``attn_layer(channels, device=..., dtype=...)`` after their last BatchNorm, which is
     our channel-attention contract. ``ca="none"`` gives timm's plain architecture (identical parameter names).
     Other keyword arguments go to ``timm.create_model`` (``drop_rate``, ``zero_init_last``, ``features_only``, …).
+    With ``pretrained`` and an attention, the published weights load non-strictly (``pretrained_strict=False``
+    unless given): the attention's parameters are new and keep their initialisation, everything else loads.
     """
     import timm
 
@@ -34,6 +36,8 @@ def create_timm_backbone(
     attn_layer = channel_attention_layer(ca, ca_kwargs)
     if attn_layer is not None:
         block_args["attn_layer"] = attn_layer
+        if pretrained:
+            kwargs.setdefault("pretrained_strict", False)
     return timm.create_model(
         model_name,
         pretrained=pretrained,

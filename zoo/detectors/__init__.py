@@ -133,8 +133,6 @@ def build_fpn_backbone(
     kwargs: dict[str, Any] = {}
     if norm == "gn":
         kwargs["norm_layer"] = _group_norm
-    if pretrained and ca != "none":
-        kwargs["pretrained_strict"] = False  # the attention's parameters are new; everything else loads
     body = create_timm_backbone(
         backbone,
         num_classes=0,

@@ -122,8 +122,6 @@ class ZooResNet(BaseModule):
         norm_layer = _norm_layer(norm_cfg)
         if norm_layer is not None:
             kwargs["norm_layer"] = norm_layer
-        if pretrained and ca != "none":
-            kwargs["pretrained_strict"] = False  # the attention's parameters are new; everything else loads
         body: Any = create_timm_backbone(  # timm's FeatureListNet
             DEPTHS[depth],
             num_classes=0,
