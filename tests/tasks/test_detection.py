@@ -163,6 +163,8 @@ def test_defaults_and_hparams_are_primitives():
     # GroupNorm (from scratch) throughout the body, no BatchNorm left
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in task.model.modules())
     assert task.model.roi_heads.box_predictor.cls_score.out_features == Shapes.num_classes + 1
+    head_norms = [m for m in _task("retinanet").model.head.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert head_norms and all((m.num_groups, m.num_channels) == (32, 256) for m in head_norms)
     frozen = _task("retinanet", norm="frozen_bn")
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.model.modules())
     assert not any(p.requires_grad for n, p in frozen.model.named_parameters() if ".bn" in n)
@@ -181,6 +183,12 @@ def test_unknown_names_say_the_key_and_the_choices(kwargs, key, choice):
     with pytest.raises(ConfigError, match=key) as info:
         DetectionTask(**{"num_classes": 2, **TINY, **kwargs})
     assert choice in str(info.value)
+
+
+@pytest.mark.parametrize(("detector", "levels"), [("faster_rcnn", "P2–P6"), ("retinanet", "P3–P7")])
+def test_anchor_sizes_need_one_per_level(detector, levels):
+    with pytest.raises(ConfigError, match=rf"model\.anchor_sizes needs 5 sizes \({levels}\), got \[8, 16\]"):
+        DetectionTask(**{**TINY, "detector": detector, "num_classes": 2, "anchor_sizes": [8, 16]})
 
 
 def test_num_classes_must_match_the_data(tmp_path):

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import torch
@@ -156,17 +155,12 @@ def build_fpn_backbone(
     )
 
 
-def _two_stage_parts(
-    anchor_sizes: Sequence[int] | None,
-) -> tuple[Any, Any]:
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-
+def _anchor_sizes(anchor_sizes: Sequence[int] | None, levels: str) -> tuple[int, ...]:
+    """The base anchor size of each of the 5 pyramid levels (``levels`` names them in the error)."""
     sizes = tuple(anchor_sizes or DEFAULT_ANCHOR_SIZES)
     if len(sizes) != 5:
-        raise ConfigError(f"model.anchor_sizes needs 5 sizes (P2–P6), got {list(sizes)}")
-    anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
-    return LastLevelMaxPool(), anchors
+        raise ConfigError(f"model.anchor_sizes needs 5 sizes ({levels}), got {list(sizes)}")
+    return sizes
 
 
 @DETECTOR.register("faster_rcnn", aliases=("fasterrcnn",))
@@ -190,10 +184,18 @@ def faster_rcnn(
     ``kwargs`` go to torchvision's constructor (``rpn_batch_size_per_image``, ``box_detections_per_img``, …).
     """
     from torchvision.models.detection import FasterRCNN, MaskRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-    extra, anchors = _two_stage_parts(anchor_sizes)
+    sizes = _anchor_sizes(anchor_sizes, "P2–P6")
+    anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
     body = build_fpn_backbone(
-        backbone, ca=ca, ca_kwargs=ca_kwargs, norm=norm, pretrained=pretrained_backbone, extra_blocks=extra
+        backbone,
+        ca=ca,
+        ca_kwargs=ca_kwargs,
+        norm=norm,
+        pretrained=pretrained_backbone,
+        extra_blocks=LastLevelMaxPool(),
     )
     cls = MaskRCNN if mask else FasterRCNN
     return cls(
@@ -233,9 +235,7 @@ def retinanet(
     from torchvision.models.detection.retinanet import RetinaNetHead
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-    sizes = tuple(anchor_sizes or DEFAULT_ANCHOR_SIZES)
-    if len(sizes) != 5:
-        raise ConfigError(f"model.anchor_sizes needs 5 sizes (P3–P7), got {list(sizes)}")
+    sizes = _anchor_sizes(anchor_sizes, "P3–P7")
     anchors = AnchorGenerator(
         tuple(tuple(round(s * 2 ** (i / 3)) for i in range(3)) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes)
     )
@@ -252,7 +252,7 @@ def retinanet(
         body.out_channels,
         anchors.num_anchors_per_location()[0],
         num_classes + 1,
-        norm_layer=partial(nn.GroupNorm, 32) if norm == "gn" else None,
+        norm_layer=_group_norm if norm == "gn" else None,
     )
     return RetinaNet(
         body,
