@@ -62,6 +62,13 @@ def summarize(runs: list[dict], by: str, metrics: list[str]) -> list[dict]:
     return rows
 
 
+def in_order(rows: list[dict], by: str, order: list[str] | None) -> list[dict]:
+    """``rows`` with their ``by`` values in ``order`` first (as listed), the others after, as they came."""
+    if not order:
+        return rows
+    return sorted(rows, key=lambda r: order.index(r[by]) if r[by] in order else len(order))
+
+
 def percent_scale(metric: str) -> int:
     """100 for fractions reported in percent (accuracy, COCO AP and AR), else 1."""
     name = metric.rsplit("/", 1)[-1]
@@ -80,8 +87,7 @@ def difference(row: dict, base: dict, metric: str) -> tuple[float, float] | None
 def to_markdown(
     rows: list[dict], by: str, metrics: list[str], order: list[str] | None = None, baseline: str | None = None
 ) -> str:
-    if order:
-        rows = sorted(rows, key=lambda r: order.index(r[by]) if r[by] in order else len(order))
+    rows = in_order(rows, by, order)
     base = next((r for r in rows if r[by] == baseline), None)
     if baseline is not None and base is None:
         raise SystemExit(f"--baseline {baseline!r} is not a value of {by}; values: {', '.join(r[by] for r in rows)}")
@@ -109,8 +115,7 @@ def plot_points(rows: list[dict], by: str, metrics: list[str], path: Path, order
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if order:
-        rows = sorted(rows, key=lambda r: order.index(r[by]) if r[by] in order else len(order))
+    rows = in_order(rows, by, order)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 0.6, 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         scale = percent_scale(metric)
