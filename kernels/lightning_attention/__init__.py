@@ -4,13 +4,15 @@
 
 :func:`lightning_attention` computes a whole sequence (prefill / training) and :func:`lightning_attention_decode`
 one generation step. Backends: ``"torch"`` (MiniMax's block-256 algorithm in PyTorch, :mod:`.reference`),
-``"triton"`` (:mod:`.triton`), ``"auto"`` (Triton on CUDA tensors, PyTorch otherwise; the reason is logged once).
-``ZOO_KERNELS=reference`` forces PyTorch everywhere.
+``"triton"`` (:mod:`.triton`), ``"auto"`` (Triton on CUDA tensors whose dtype and head dims the kernels take,
+PyTorch otherwise; the reason is logged once). The kernels take any head dims from 1 to 128 (decode: 256), padded
+to a power of two and masked. ``ZOO_KERNELS=reference`` forces PyTorch everywhere.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 
@@ -75,20 +77,42 @@ def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
     return "triton"
 
 
+def _use_triton(backend: str, q: torch.Tensor, v: torch.Tensor, kind: str) -> bool:
+    """Whether to run the Triton ``kind`` kernel (``"chunk"`` or ``"decode"``) on these tensors.
+
+    ``"auto"`` falls back to PyTorch (logged once) for a dtype or head dim the kernels do not take;
+    ``"triton"`` raises instead.
+    """
+    if resolve_backend(backend, q) != "triton":
+        return False
+    from kernels.lightning_attention.triton import unsupported_reason
+
+    reason = unsupported_reason(q.shape[-1], v.shape[-1], q.dtype, kind)
+    if reason is None:
+        return True
+    if backend == "triton":
+        raise ValueError(f"lightning_attention backend='triton' cannot run: {reason}; use backend='auto' or 'torch'")
+    _log_once(f"lightning_attention: using the PyTorch backend because {reason}")
+    return False
+
+
 def _validate(q, k, v, decay, initial_state, cu_seqlens) -> None:
-    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+    if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
         raise ValueError(
-            f"q, k, v must be [B, T, H, D] alike, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"q, k must be [B, T, H, D] and v [B, T, H, DV], got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
-    B, _, H, D = q.shape
+    B, T, H, D = q.shape
     if decay.shape != (H,):
         raise ValueError(f"decay must be [H] = [{H}], got {tuple(decay.shape)}")
     n = B if cu_seqlens is None else cu_seqlens.numel() - 1
     if cu_seqlens is not None:
         if B != 1:
             raise ValueError(f"cu_seqlens packs sequences into a batch of size 1, got B={B}")
-        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
-            raise ValueError("cu_seqlens must be a 1-D tensor of N+1 offsets")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.is_floating_point():
+            raise ValueError("cu_seqlens must be a 1-D integer tensor of N+1 offsets")
+        edges = cu_seqlens.tolist()
+        if edges[0] != 0 or edges[-1] != T or any(a > b for a, b in itertools.pairwise(edges)):
+            raise ValueError(f"cu_seqlens must rise from 0 to T={T} without decreasing, got {edges}")
     if initial_state is not None and initial_state.shape != (n, H, D, v.shape[-1]):
         raise ValueError(f"initial_state must be [{n}, {H}, {D}, {v.shape[-1]}], got {tuple(initial_state.shape)}")
 
@@ -107,20 +131,22 @@ def lightning_attention(
     """Decayed causal linear attention over whole sequences.
 
     Args:
-        q, k, v: ``[B, T, H, D]`` (fp32, bf16 or fp16).
+        q, k: ``[B, T, H, D]``; v: ``[B, T, H, DV]`` (fp32, bf16 or fp16; fp64 runs the PyTorch backend). ``T = 0``
+            is allowed.
         decay: ``[H]`` positive rates ``s_h``; the per-step decay is ``λ_h = exp(−s_h)``. It gets no gradient.
-        initial_state: ``[B, H, D, D]`` fp32, the state ``S_{−1}`` before the first token (``[N, ...]`` with
+        initial_state: ``[B, H, D, DV]`` fp32, the state ``S_{−1}`` before the first token (``[N, ...]`` with
             ``cu_seqlens``); differentiable.
-        output_final_state: also return the fp32 state after the last token, ``[B, H, D, D]`` (``[N, ...]``).
-        cu_seqlens: int32 ``[N+1]`` offsets of N sequences packed into a ``B = 1`` batch; the state restarts at
-            every sequence.
+        output_final_state: also return the fp32 state after the last token, ``[B, H, D, DV]`` (``[N, ...]``); for
+            an empty sequence it is the initial state (or zeros).
+        cu_seqlens: int32 ``[N+1]`` offsets of N sequences packed into a ``B = 1`` batch (empty sequences
+            allowed); the state restarts at every sequence.
         backend: ``"auto"``, ``"torch"`` or ``"triton"``.
 
     Returns:
-        ``o`` ``[B, T, H, D]`` in the dtype of ``q``, or ``(o, final_state)`` when ``output_final_state``.
+        ``o`` ``[B, T, H, DV]`` in the dtype of ``q``, or ``(o, final_state)`` when ``output_final_state``.
     """
     _validate(q, k, v, decay, initial_state, cu_seqlens)
-    if resolve_backend(backend, q) == "triton":
+    if _use_triton(backend, q, v, "chunk"):
         if decay.requires_grad:
             raise ValueError("the Triton lightning attention gives decay no gradient; pass decay.detach()")
         from kernels.lightning_attention.triton import lightning_attention_triton
@@ -144,20 +170,30 @@ def lightning_attention_decode(
     """One generation step for a batch: ``S' = λ S + kᵀ v``, ``o = q S'``.
 
     Args:
-        q, k, v: ``[B, H, D]`` or ``[B, 1, H, D]``.
+        q, k: ``[B, H, D]`` or ``[B, 1, H, D]``; v: ``[B, H, DV]`` or ``[B, 1, H, DV]``.
         decay: ``[H]`` rates.
-        state: ``[B, H, D, D]`` fp32.
+        state: ``[B, H, D, DV]`` fp32 (fp64 runs the PyTorch step, for fp64 checks).
         inplace: update ``state`` in place (no allocation: CUDA-graph friendly) and return it.
 
     Returns:
-        ``(o, new_state)``: ``o`` shaped like ``q``, ``new_state`` fp32 ``[B, H, D, D]``.
+        ``(o, new_state)``: ``o`` shaped like ``v``, ``new_state`` fp32 ``[B, H, D, DV]``.
     """
     squeeze = q.dim() == 4
     q3, k3, v3 = (x[:, 0] if squeeze else x for x in (q, k, v))
+    if q3.dim() != 3 or k3.shape != q3.shape or v3.dim() != 3 or v3.shape[:2] != q3.shape[:2]:
+        raise ValueError(
+            f"q, k must be [B, H, D] and v [B, H, DV] (or with a length-1 time axis), got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    B, H, D = q3.shape
+    if state.shape != (B, H, D, v3.shape[-1]):
+        raise ValueError(f"the decode state must be [{B}, {H}, {D}, {v3.shape[-1]}], got {tuple(state.shape)}")
+    if decay.shape != (H,):
+        raise ValueError(f"decay must be [H] = [{H}], got {tuple(decay.shape)}")
     if state.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"the decode state must be fp32 (fp64 for fp64 checks), got {state.dtype}")
-    use_triton = state.dtype == torch.float32 and state.is_contiguous() and q3.shape[-1] >= 16
-    if resolve_backend(backend, q) == "triton" and use_triton:
+    kernel_state = state.dtype == torch.float32 and state.is_contiguous()  # what the Triton step reads and writes
+    if kernel_state and _use_triton(backend, q3, v3, "decode"):
         from kernels.lightning_attention.triton import lightning_attention_decode_triton
 
         o, new_state = lightning_attention_decode_triton(

@@ -73,8 +73,11 @@ def lightning_attention_recurrent(
 def _blockwise_one(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, state: torch.Tensor, block: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch of equal-length sequences: ``q, k, v: [B, H, T, D]`` in the compute dtype, ``state: [B, H, D, D]``."""
+    """One batch of equal-length sequences: ``q, k: [B, H, T, D]``, ``v: [B, H, T, DV]`` in the compute dtype,
+    ``state: [B, H, D, DV]``. ``T = 0`` returns an empty output and the state unchanged."""
     T = q.shape[2]
+    if T == 0:
+        return v.new_zeros(v.shape), state
     log_lambda = -decay.view(1, -1, 1, 1)
     idx = torch.arange(block, device=q.device, dtype=q.dtype)
     gap = idx.view(-1, 1) - idx.view(1, -1)

@@ -58,6 +58,10 @@ CONFIG: dict[str, int] = {
     "scan_block": 1024,
     "programs_per_sm": 4,
 }
+#: The largest head dims (D and DV) each kernel takes: the chunk kernels keep a D×DV fp32 state tile in registers
+#: (the backward the whole state), so beyond 128 they would spill; the decode kernel holds D×32 per program.
+MAX_HEAD_DIM: dict[str, int] = {"chunk": 128, "decode": 256}
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 for _item in filter(None, os.environ.get("ZOO_LA_CONFIG", "").split(",")):
     _key, _, _value = _item.partition("=")
     if _key.strip() not in CONFIG:
@@ -95,6 +99,7 @@ def _segment_summary_kernel(
     H: tl.constexpr,
     DA: tl.constexpr,
     DB: tl.constexpr,
+    BA: tl.constexpr,
     BT: tl.constexpr,
     BB: tl.constexpr,
     REVERSE: tl.constexpr,
@@ -102,21 +107,27 @@ def _segment_summary_kernel(
     PRECISION: tl.constexpr,
 ):
     """Forward: Σ_t λ^{e−1−t} a_tᵀ b_t.  Reverse: Σ_t λ^{t−a+1} a_tᵀ b_t.  One program per (segment, head, BB
-    columns of b)."""
+    columns of b); ``BA ≥ DA`` is the padded width of a (masked)."""
     g = tl.program_id(0)
     h = tl.program_id(1)
     _, a, e, _ = _segment(SEG, g)
     c = tl.load(C + h)
-    offs_a = tl.arange(0, DA)
+    offs_a = tl.arange(0, BA)
     offs_b = tl.program_id(2) * BB + tl.arange(0, BB)
+    amask = offs_a < DA
+    bmask = offs_b < DB
     rows = tl.arange(0, BT)
-    acc = tl.zeros([DA, BB], dtype=tl.float32)
+    acc = tl.zeros([BA, BB], dtype=tl.float32)
     for start in range(a, e, BT):
         t = start + rows
         valid = t < e
         t64 = t[:, None].to(tl.int64)
-        xa = tl.load(A + t64 * stride_at + h * stride_ah + offs_a[None, :], mask=valid[:, None], other=0.0)
-        xb = tl.load(Bm + t64 * stride_bt + h * stride_bh + offs_b[None, :], mask=valid[:, None], other=0.0)
+        xa = tl.load(
+            A + t64 * stride_at + h * stride_ah + offs_a[None, :], mask=valid[:, None] & amask[None, :], other=0.0
+        )
+        xb = tl.load(
+            Bm + t64 * stride_bt + h * stride_bh + offs_b[None, :], mask=valid[:, None] & bmask[None, :], other=0.0
+        )
         xa = xa.to(tl.float32)
         if REVERSE:
             w = tl.exp2(-c * (t - a + 1).to(tl.float32))
@@ -126,7 +137,7 @@ def _segment_summary_kernel(
         xa = (xa * w[:, None]).to(DOT_DTYPE)
         acc = tl.dot(tl.trans(xa), xb.to(DOT_DTYPE), acc=acc, input_precision=PRECISION)
     out = OUT + (g * H + h).to(tl.int64) * DA * DB
-    tl.store(out + offs_a[:, None] * DB + offs_b[None, :], acc)
+    tl.store(out + offs_a[:, None] * DB + offs_b[None, :], acc, mask=amask[:, None] & bmask[None, :])
 
 
 @triton.jit
@@ -144,7 +155,8 @@ def _segment_scan_kernel(
     HAS_INIT: tl.constexpr,
     REVERSE: tl.constexpr,
 ):
-    """Per sequence: state_in[first] = init; state_in[g+1] = λ^{len g} state_in[g] + sum[g] (reverse: from the end)."""
+    """Per sequence: state_in[first] = init; state_in[g+1] = λ^{len g} state_in[g] + sum[g] (reverse: from the end).
+    The DA·DB state entries are cut into tiles of BLOCK (the last one masked)."""
     n = tl.program_id(0)
     h = tl.program_id(1)
     tile = tl.program_id(2)
@@ -152,8 +164,9 @@ def _segment_scan_kernel(
     count = tl.load(SEQ + n * 2 + 1)
     c = tl.load(C + h)
     offs = tile * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < DA * DB
     if HAS_INIT:
-        state = tl.load(INIT + (n * H + h).to(tl.int64) * DA * DB + offs)
+        state = tl.load(INIT + (n * H + h).to(tl.int64) * DA * DB + offs, mask=inside, other=0.0)
     else:
         state = tl.zeros([BLOCK], dtype=tl.float32)
     for i in range(count):
@@ -162,10 +175,10 @@ def _segment_scan_kernel(
         else:
             g = first + i
         base = (g * H + h).to(tl.int64) * DA * DB
-        tl.store(STATE_IN + base + offs, state)
+        tl.store(STATE_IN + base + offs, state, mask=inside)
         _, start, end, _ = _segment(SEG, g)
         length = end - start
-        state = state * _pow_lambda(c, length) + tl.load(SUM + base + offs)
+        state = state * _pow_lambda(c, length) + tl.load(SUM + base + offs, mask=inside, other=0.0)
 
 
 @triton.jit
@@ -185,6 +198,7 @@ def _chunk_fwd_kernel(
     H: tl.constexpr,
     D: tl.constexpr,
     DV: tl.constexpr,
+    BD: tl.constexpr,
     BT: tl.constexpr,
     BV: tl.constexpr,
     HAS_STATE: tl.constexpr,
@@ -199,19 +213,22 @@ def _chunk_fwd_kernel(
     vt = tl.program_id(2)
     seq, a, e, flags = _segment(SEG, g)
     c = tl.load(C + h)
-    offs_d = tl.arange(0, D)
+    offs_d = tl.arange(0, BD)  # BD ≥ D: padded to a power of two, the padding masked to zero
     offs_v = vt * BV + tl.arange(0, BV)
+    dmask = offs_d < D
+    vmask = offs_v < DV
+    smask = dmask[:, None] & vmask[None, :]
     rows = tl.arange(0, BT)
 
     if HAS_STATE:
         owner = seq if STATE_PER_SEQ else g
         base = STATE_IN + (owner * H + h).to(tl.int64) * D * DV
         if TRANS_STATE:  # the stored state is [DV, D]: read its transpose
-            state = tl.load(base + offs_v[None, :] * D + offs_d[:, None])
+            state = tl.load(base + offs_v[None, :] * D + offs_d[:, None], mask=smask, other=0.0)
         else:
-            state = tl.load(base + offs_d[:, None] * DV + offs_v[None, :])
+            state = tl.load(base + offs_d[:, None] * DV + offs_v[None, :], mask=smask, other=0.0)
     else:
-        state = tl.zeros([D, BV], dtype=tl.float32)
+        state = tl.zeros([BD, BV], dtype=tl.float32)
 
     causal = rows[:, None] >= rows[None, :]
     gap = tl.where(causal, rows[:, None] - rows[None, :], 0)
@@ -224,14 +241,16 @@ def _chunk_fwd_kernel(
         m = tl.minimum(e - start, BT)
         ptr = t[:, None].to(tl.int64) * stride_t + h * stride_h
         vptr = t[:, None].to(tl.int64) * stride_vt + h * stride_vh
-        q = tl.load(Q + ptr + offs_d[None, :], mask=valid[:, None], other=0.0)
-        k = tl.load(K + ptr + offs_d[None, :], mask=valid[:, None], other=0.0)
-        v = tl.load(V + vptr + offs_v[None, :], mask=valid[:, None], other=0.0)
+        qk_mask = valid[:, None] & dmask[None, :]
+        v_mask = valid[:, None] & vmask[None, :]
+        q = tl.load(Q + ptr + offs_d[None, :], mask=qk_mask, other=0.0)
+        k = tl.load(K + ptr + offs_d[None, :], mask=qk_mask, other=0.0)
+        v = tl.load(V + vptr + offs_v[None, :], mask=v_mask, other=0.0)
         scores = tl.dot(q.to(DOT_DTYPE), tl.trans(k.to(DOT_DTYPE)), input_precision=PRECISION) * block_mask
         out = tl.dot(scores.to(DOT_DTYPE), v.to(DOT_DTYPE), input_precision=PRECISION)
         qd = (q.to(tl.float32) * q_decay[:, None]).to(DOT_DTYPE)
         out = tl.dot(qd, state.to(DOT_DTYPE), acc=out, input_precision=PRECISION)
-        tl.store(Out + vptr + offs_v[None, :], out.to(Out.dtype.element_ty), mask=valid[:, None])
+        tl.store(Out + vptr + offs_v[None, :], out.to(Out.dtype.element_ty), mask=v_mask)
         k_decay = tl.where(valid, tl.exp2(-c * tl.maximum(m - 1 - rows, 0).to(tl.float32)), 0.0)
         kd = (k.to(tl.float32) * k_decay[:, None]).to(DOT_DTYPE)
         state = tl.dot(tl.trans(kd), v.to(DOT_DTYPE), acc=state * _pow_lambda(c, m), input_precision=PRECISION)
@@ -239,7 +258,7 @@ def _chunk_fwd_kernel(
     if STORE_FINAL:  # noqa: SIM102 (a constexpr test, then a runtime one)
         if flags & 2:  # the sequence's last segment
             out_state = FINAL + (seq * H + h).to(tl.int64) * D * DV
-            tl.store(out_state + offs_d[:, None] * DV + offs_v[None, :], state)
+            tl.store(out_state + offs_d[:, None] * DV + offs_v[None, :], state, mask=smask)
 
 
 @triton.jit
@@ -261,6 +280,8 @@ def _chunk_bwd_dkdv_kernel(
     H: tl.constexpr,
     D: tl.constexpr,
     DV: tl.constexpr,
+    BD: tl.constexpr,
+    BDV: tl.constexpr,
     BT: tl.constexpr,
     HAS_U: tl.constexpr,
     U_PER_SEQ: tl.constexpr,
@@ -272,15 +293,19 @@ def _chunk_bwd_dkdv_kernel(
     h = tl.program_id(1)
     seq, a, e, flags = _segment(SEG, g)
     c = tl.load(C + h)
-    offs_d = tl.arange(0, D)
-    offs_v = tl.arange(0, DV)
+    offs_d = tl.arange(0, BD)  # BD ≥ D and BDV ≥ DV: powers of two, the padding masked to zero
+    offs_v = tl.arange(0, BDV)
+    dmask = offs_d < D
+    vmask = offs_v < DV
+    umask = dmask[:, None] & vmask[None, :]
     rows = tl.arange(0, BT)
 
     if HAS_U:
         owner = seq if U_PER_SEQ else g
-        u = tl.load(U_IN + (owner * H + h).to(tl.int64) * D * DV + offs_d[:, None] * DV + offs_v[None, :])
+        u_ptr = U_IN + (owner * H + h).to(tl.int64) * D * DV + offs_d[:, None] * DV + offs_v[None, :]
+        u = tl.load(u_ptr, mask=umask, other=0.0)
     else:
-        u = tl.zeros([D, DV], dtype=tl.float32)
+        u = tl.zeros([BD, BDV], dtype=tl.float32)
 
     anti = rows[:, None] <= rows[None, :]  # Λᵀ: s ≥ i
     gap = tl.where(anti, rows[None, :] - rows[:, None], 0)
@@ -295,31 +320,34 @@ def _chunk_bwd_dkdv_kernel(
         m = tl.minimum(e - start, BT)
         ptr = t[:, None].to(tl.int64) * stride_t + h * stride_h
         vptr = t[:, None].to(tl.int64) * stride_vt + h * stride_vh
-        q = tl.load(Q + ptr + offs_d[None, :], mask=valid[:, None], other=0.0)
-        k = tl.load(K + ptr + offs_d[None, :], mask=valid[:, None], other=0.0)
-        v = tl.load(V + vptr + offs_v[None, :], mask=valid[:, None], other=0.0)
-        do = tl.load(DO + vptr + offs_v[None, :], mask=valid[:, None], other=0.0)
+        qk_mask = valid[:, None] & dmask[None, :]
+        v_mask = valid[:, None] & vmask[None, :]
+        q = tl.load(Q + ptr + offs_d[None, :], mask=qk_mask, other=0.0)
+        k = tl.load(K + ptr + offs_d[None, :], mask=qk_mask, other=0.0)
+        v = tl.load(V + vptr + offs_v[None, :], mask=v_mask, other=0.0)
+        do = tl.load(DO + vptr + offs_v[None, :], mask=v_mask, other=0.0)
         carry = tl.where(valid, tl.exp2(-c * tl.maximum(m - 1 - rows, 0).to(tl.float32)), 0.0)  # λ^{m−1−i}
         u_dot = u.to(DOT_DTYPE)
 
         kq = tl.dot(k.to(DOT_DTYPE), tl.trans(q.to(DOT_DTYPE)), input_precision=PRECISION) * block_mask_t
         dv = tl.dot(kq.to(DOT_DTYPE), do.to(DOT_DTYPE), input_precision=PRECISION)
         dv = tl.dot((k.to(tl.float32) * carry[:, None]).to(DOT_DTYPE), u_dot, acc=dv, input_precision=PRECISION)
-        tl.store(DVo + vptr + offs_v[None, :], dv.to(DVo.dtype.element_ty), mask=valid[:, None])
+        tl.store(DVo + vptr + offs_v[None, :], dv.to(DVo.dtype.element_ty), mask=v_mask)
 
         vdo = tl.dot(v.to(DOT_DTYPE), tl.trans(do.to(DOT_DTYPE)), input_precision=PRECISION) * block_mask_t
         dk = tl.dot(vdo.to(DOT_DTYPE), q.to(DOT_DTYPE), input_precision=PRECISION)
         dk = tl.dot(
             (v.to(tl.float32) * carry[:, None]).to(DOT_DTYPE), tl.trans(u_dot), acc=dk, input_precision=PRECISION
         )
-        tl.store(DK + ptr + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=valid[:, None])
+        tl.store(DK + ptr + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=qk_mask)
 
         qd = (q.to(tl.float32) * tl.where(valid, q_decay, 0.0)[:, None]).to(DOT_DTYPE)
         u = tl.dot(tl.trans(qd), do.to(DOT_DTYPE), acc=u * _pow_lambda(c, m), input_precision=PRECISION)
 
     if STORE_DS0:  # noqa: SIM102
         if flags & 1:  # the sequence's first segment: u is now the gradient of the initial state
-            tl.store(DS0 + (seq * H + h).to(tl.int64) * D * DV + offs_d[:, None] * DV + offs_v[None, :], u)
+            ds0_ptr = DS0 + (seq * H + h).to(tl.int64) * D * DV + offs_d[:, None] * DV + offs_v[None, :]
+            tl.store(ds0_ptr, u, mask=umask)
 
 
 @triton.jit
@@ -334,22 +362,39 @@ def _decode_kernel(
     H: tl.constexpr,
     D: tl.constexpr,
     DV: tl.constexpr,
+    BD: tl.constexpr,
     BV: tl.constexpr,
+    EVEN: tl.constexpr,
 ):
+    """One program per (batch·head, BV columns of the state); ``BD ≥ D`` padded to a power of two. Masks only when
+    the tiles overhang (``EVEN``: D = BD and BV divides DV): the step is latency-bound at small batches, where the
+    masked 2-D state access measured ~40 % slower."""
     bh = tl.program_id(0)
     vt = tl.program_id(1)
     h = bh % H
-    offs_d = tl.arange(0, D)
+    offs_d = tl.arange(0, BD)
     offs_v = vt * BV + tl.arange(0, BV)
     lam = tl.exp2(-tl.load(C + h))
-    q = tl.load(Q + bh * D + offs_d).to(tl.float32)
-    k = tl.load(K + bh * D + offs_d).to(tl.float32)
-    v = tl.load(V + bh * DV + offs_v).to(tl.float32)
     ptr = bh.to(tl.int64) * D * DV + offs_d[:, None] * DV + offs_v[None, :]
-    state = tl.load(S_IN + ptr) * lam + k[:, None] * v[None, :]
-    tl.store(S_OUT + ptr, state)
-    o = tl.sum(q[:, None] * state, axis=0)
-    tl.store(Out + bh * DV + offs_v, o.to(Out.dtype.element_ty))
+    if EVEN:
+        q = tl.load(Q + bh * D + offs_d).to(tl.float32)
+        k = tl.load(K + bh * D + offs_d).to(tl.float32)
+        v = tl.load(V + bh * DV + offs_v).to(tl.float32)
+        state = tl.load(S_IN + ptr) * lam + k[:, None] * v[None, :]
+        tl.store(S_OUT + ptr, state)
+        o = tl.sum(q[:, None] * state, axis=0)
+        tl.store(Out + bh * DV + offs_v, o.to(Out.dtype.element_ty))
+    else:
+        dmask = offs_d < D
+        vmask = offs_v < DV
+        smask = dmask[:, None] & vmask[None, :]
+        q = tl.load(Q + bh * D + offs_d, mask=dmask, other=0.0).to(tl.float32)
+        k = tl.load(K + bh * D + offs_d, mask=dmask, other=0.0).to(tl.float32)
+        v = tl.load(V + bh * DV + offs_v, mask=vmask, other=0.0).to(tl.float32)
+        state = tl.load(S_IN + ptr, mask=smask, other=0.0) * lam + k[:, None] * v[None, :]
+        tl.store(S_OUT + ptr, state, mask=smask)
+        o = tl.sum(q[:, None] * state, axis=0)
+        tl.store(Out + bh * DV + offs_v, o.to(Out.dtype.element_ty), mask=vmask)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -410,11 +455,30 @@ def _block_size(kind: str) -> int:
     return 16 if INTERPRET else CONFIG[f"{kind}_block"]
 
 
-def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    d, dv = q.shape[-1], v.shape[-1]
+def _padded(size: int) -> int:
+    """The power-of-two tile width (≥ 16, ``tl.dot``'s minimum) that holds a head dim of ``size``; the rest masked."""
+    return max(16, triton.next_power_of_2(size))
+
+
+def unsupported_reason(d: int, dv: int, dtype: torch.dtype, kind: str = "chunk") -> str | None:
+    """Why the Triton kernels of ``kind`` (``"chunk"``: whole sequences, ``"decode"``: one step) cannot take key
+    dim ``d``, value dim ``dv`` and ``dtype``, or None when they can. Any head dim from 1 to the kernel's maximum
+    works (padded and masked)."""
+    limit = MAX_HEAD_DIM[kind]
+    if dtype not in SUPPORTED_DTYPES:
+        return (
+            f"the Triton kernels take {', '.join(str(t).removeprefix('torch.') for t in SUPPORTED_DTYPES)}, not {dtype}"
+        )
     for name, size in (("D", d), ("DV", dv)):
-        if size < 16 or size & (size - 1):
-            raise ValueError(f"the Triton lightning attention needs a power-of-two head dim ≥ 16, got {name}={size}")
+        if not 1 <= size <= limit:
+            return f"head dim {name}={size} is outside the Triton {kind} kernel's range 1…{limit}"
+    return None
+
+
+def _check(q: torch.Tensor, v: torch.Tensor, kind: str) -> None:
+    reason = unsupported_reason(q.shape[-1], v.shape[-1], q.dtype, kind)
+    if reason is not None:
+        raise ValueError(f"lightning attention: {reason}; use backend='torch'")
 
 
 def _scan(
@@ -429,8 +493,8 @@ def _scan(
     H, da, db = a.shape[1], a.shape[2], b.shape[2]
     block = _block_size("summary")
     sums = torch.empty(segs.num_segments, H, da, db, device=a.device, dtype=torch.float32)
-    bb = db if INTERPRET else min(db, CONFIG["summary_bv"])
-    _segment_summary_kernel[(segs.num_segments, H, db // bb)](
+    bb = _padded(db) if INTERPRET else min(_padded(db), CONFIG["summary_bv"])
+    _segment_summary_kernel[(segs.num_segments, H, triton.cdiv(db, bb))](
         a,
         b,
         sums,
@@ -443,14 +507,15 @@ def _scan(
         H=H,
         DA=da,
         DB=db,
+        BA=_padded(da),
         BT=block,
         BB=bb,
         REVERSE=reverse,
         **_dot_args(a.dtype),
     )
     state_in = torch.empty_like(sums)
-    tile = min(CONFIG["scan_block"], da * db)
-    _segment_scan_kernel[(segs.num_seqs, H, da * db // tile)](
+    tile = min(CONFIG["scan_block"], triton.next_power_of_2(da * db))
+    _segment_scan_kernel[(segs.num_seqs, H, triton.cdiv(da * db, tile))](
         sums,
         init if init is not None else sums,
         state_in,
@@ -483,8 +548,8 @@ def _forward_pass(
     DV = v.shape[-1]
     o = torch.empty(NT, H, DV, device=q.device, dtype=q.dtype)
     final = torch.empty(segs.num_seqs, H, D, DV, device=q.device, dtype=torch.float32) if want_final else None
-    bv = DV if INTERPRET else min(DV, CONFIG["fwd_bv"])
-    _chunk_fwd_kernel[(segs.num_segments, H, DV // bv)](
+    bv = _padded(DV) if INTERPRET else min(_padded(DV), CONFIG["fwd_bv"])
+    _chunk_fwd_kernel[(segs.num_segments, H, triton.cdiv(DV, bv))](
         q,
         k,
         v,
@@ -500,6 +565,7 @@ def _forward_pass(
         H=H,
         D=D,
         DV=DV,
+        BD=_padded(D),
         BT=_block_size("fwd"),
         BV=bv,
         HAS_STATE=state is not None,
@@ -567,6 +633,8 @@ class _LightningAttentionFunction(torch.autograd.Function):
             H=H,
             D=D,
             DV=DV,
+            BD=_padded(D),
+            BDV=_padded(DV),
             BT=_block_size("bwd"),
             HAS_U=u_in is not None,
             U_PER_SEQ=u_per_seq,
@@ -593,7 +661,7 @@ def lightning_attention_triton(
     ``segment_len`` fixes how many tokens one program walks (default: enough segments to fill the GPU); tests use
     it to exercise the segment pre-pass on the CPU.
     """
-    _check(q, k, v)
+    _check(q, v, "chunk")
     B, T, H, _ = q.shape
     if cu_seqlens is None:
         bounds = [(b * T, (b + 1) * T) for b in range(B)]
@@ -609,12 +677,17 @@ def lightning_attention_triton(
 def lightning_attention_decode_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, state: torch.Tensor, inplace: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One decode step, ``q, k, v: [B, H, D]``; no host synchronisation, no allocation when ``inplace``."""
+    """One decode step, ``q, k: [B, H, D]``, ``v: [B, H, DV]``, ``state: [B, H, D, DV]`` fp32 contiguous; no host
+    synchronisation, no allocation when ``inplace``."""
+    _check(q, v, "decode")
     B, H, D = q.shape
     DV = v.shape[-1]
     out_state = state if inplace else torch.empty_like(state)
     o = torch.empty(B, H, DV, device=q.device, dtype=q.dtype)
-    bv = min(DV, 32)
+    bv = min(triton.next_power_of_2(DV), 32)
+    bd = triton.next_power_of_2(D)
     c = decay.float() * LOG2E if decay.dtype != torch.float32 else decay * LOG2E
-    _decode_kernel[(B * H, DV // bv)](q, k, v, state, out_state, o, c, H=H, D=D, DV=DV, BV=bv, num_warps=4)
+    _decode_kernel[(B * H, triton.cdiv(DV, bv))](
+        q, k, v, state, out_state, o, c, H=H, D=D, DV=DV, BD=bd, BV=bv, EVEN=bd == D and DV % bv == 0, num_warps=4
+    )
     return o, out_state

@@ -110,10 +110,14 @@ def triton_call(q, k, v, decay, s0=None, cu=None, segment_len=None):
     return lightning_attention_triton(q, k, v, decay.float(), s0, cu, output_final_state=True, segment_len=segment_len)
 
 
-def check_triton_against_fp64(b, t, h, d, strength, initial, cu=None, segment_len=None, dtype=torch.float32, tol=1e-4):
+def check_triton_against_fp64(
+    b, t, h, d, strength, initial, cu=None, segment_len=None, dtype=torch.float32, tol=1e-4, dv=None
+):
     q, k, v = inputs(b, t, h, d, scale=0.5)
+    if dv is not None:
+        v = torch.randn(b, t, h, dv, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.5
     n = b if cu is None else cu.numel() - 1
-    s0 = torch.randn(n, h, d, d, dtype=torch.float64) * 0.5 if initial else None
+    s0 = torch.randn(n, h, d, v.shape[-1], dtype=torch.float64) * 0.5 if initial else None
     decay = rates(h, strength)
     # the fp64 oracle, with gradients
     leaves = [x.clone().requires_grad_() for x in (q, k, v)] + ([s0.clone().requires_grad_()] if initial else [])
@@ -162,10 +166,35 @@ def test_triton_half_precision_inputs():
     check_triton_against_fp64(1, 40, 2, 16, "weak", initial=True, dtype=torch.float16, tol=5e-3)
 
 
-def test_triton_rejects_odd_head_dims():
-    q = torch.randn(1, 4, 2, 24, device=DEVICE)
-    with pytest.raises(ValueError, match="power-of-two head dim"):
-        triton_call(q, q, q, torch.ones(2))
+@pytest.mark.parametrize(("d", "dv"), [(24, 24), (48, 80), (5, 33)])
+def test_triton_takes_head_dims_that_are_not_powers_of_two(d, dv):
+    """Padded to a power of two and masked, in the forward, the backward, the pre-pass and the final state."""
+    check_triton_against_fp64(1, 37, 2, d, "strong", initial=True, dv=dv, segment_len=16)
+
+
+def test_head_dims_beyond_the_kernels_fall_back_once_with_a_log(monkeypatch, caplog):
+    import kernels.lightning_attention as la
+    from kernels.lightning_attention.triton import MAX_HEAD_DIM, unsupported_reason
+
+    assert unsupported_reason(96, 80, torch.bfloat16) is None
+    assert "D=160" in unsupported_reason(160, 128, torch.bfloat16)
+    assert unsupported_reason(256, 256, torch.float32, "decode") is None
+    assert "float64" in unsupported_reason(16, 16, torch.float64)
+    d = MAX_HEAD_DIM["chunk"] + 32
+    q = torch.randn(1, 5, 2, d, device=DEVICE)
+    with pytest.raises(ValueError, match=r"backend='triton' cannot run: head dim D=160 is outside"):
+        lightning_attention(q, q, q, torch.ones(2, device=DEVICE), backend="triton")
+    # "auto" where Triton would run: the PyTorch backend, and the reason logged once
+    monkeypatch.setattr(la, "resolve_backend", lambda backend, tensor: "triton")
+    la._log_once.cache_clear()
+    with caplog.at_level("INFO", logger="kernels.lightning_attention"):
+        for _ in range(2):
+            o = lightning_attention(q, q, q, torch.ones(2, device=DEVICE), backend="auto")
+    assert [r.getMessage() for r in caplog.records].count(
+        "lightning_attention: using the PyTorch backend because head dim D=160 is outside the Triton chunk "
+        "kernel's range 1…128"
+    ) == 1
+    assert rel(o.cpu(), lightning_attention_blockwise(q.cpu(), q.cpu(), q.cpu(), torch.ones(2))[0]) < 1e-6
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
@@ -208,6 +237,16 @@ def test_decode_state_matches_recurrence_in_fp64():
 @pytest.mark.parametrize("strength", ["strong", "weak"])
 def test_triton_bf16_accuracy_on_gpu(b, t, h, strength):
     check_triton_against_fp64(b, t, h, 128, strength, initial=True, dtype=torch.bfloat16, tol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("d", "dv"), [(96, 96), (80, 48), (64, 128), (24, 40)])
+def test_triton_bf16_odd_head_dims_on_gpu(d, dv):
+    check_triton_against_fp64(2, 1500, 4, d, "weak", initial=True, dtype=torch.bfloat16, tol=1e-2, dv=dv)
+    check_triton_against_fp64(
+        1, 777, 3, d, "strong", initial=True, dtype=torch.bfloat16, tol=1e-2, dv=dv, segment_len=128
+    )
 
 
 def test_state_after_last_token_continues_the_recurrence():

@@ -15,10 +15,11 @@ Shapes (kernels.md §6): bf16, causal, B·T = 32K tokens, H = 16, D = 128, T ∈
 Timing: ``triton.testing.do_bench`` (median, L2 flushed between repeats). Forward under ``no_grad``;
 forward+backward with a fixed random output gradient. roof% = byte floor / measured time, where the floor is 4
 (forward) or 11 (forward+backward) bf16 tensors of B·T·H·D at the device-to-device copy bandwidth measured in the
-same run. Decode: one token at (B, H, D) ∈ {(64, 64, 128), (64, 16, 128), (8, 64, 128)}, bf16 q/k/v, fp32 state;
-ours replayed from a CUDA graph (the step allocates nothing and never synchronises), against fla's
-``fused_recurrent_simple_gla`` and a plain PyTorch step; TB/s counts the state read + written. Correctness: bf16
-relative L2 error of o, dq, dk, dv against an fp64 reference at smaller shapes.
+same run. Head dims that are not powers of two (``head_dims``, padded and masked in the kernels): D, DV ∈ {128,
+96, 80, 64, 48} at T = 8K, B = 4, H = 16. Decode: one token at (B, H, D) ∈ {(64, 64, 128), (64, 16, 128),
+(8, 64, 128)}, bf16 q/k/v, fp32 state; ours replayed from a CUDA graph (the step allocates nothing and never
+synchronises), against fla's ``fused_recurrent_simple_gla`` and a plain PyTorch step; TB/s counts the state read
++ written. Correctness: bf16 relative L2 error of o, dq, dk, dv against an fp64 reference at smaller shapes.
 """
 
 from __future__ import annotations
@@ -92,13 +93,14 @@ def methods(have_fla: bool):
     return table
 
 
-def time_method(fn, b: int, t: int, h: int, d: int, rates: torch.Tensor) -> dict[str, float]:
-    q, k, v = (torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+def time_method(fn, b: int, t: int, h: int, d: int, rates: torch.Tensor, dv: int | None = None) -> dict[str, float]:
+    q, k = (torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    v = torch.randn(b, t, h, dv or d, device="cuda", dtype=torch.bfloat16)
     s = rates.cuda()
     with torch.no_grad():
         fwd = bench(lambda: fn(q, k, v, s))
     leaves = [x.requires_grad_() for x in (q, k, v)]
-    grad = torch.randn_like(q)
+    grad = torch.randn_like(v)
 
     def step():
         for x in leaves:
@@ -149,6 +151,30 @@ def sweep(args, caps, have_fla) -> list[dict]:
                     f"fwd+bwd {r['fwd_bwd_ms']:8.3f} ms",
                     flush=True,
                 )
+    return rows
+
+
+HEAD_DIMS = ((128, 128), (96, 96), (80, 80), (64, 64), (128, 64), (48, 96))
+
+
+def head_dims(have_fla: bool) -> list[dict]:
+    """Head dims that are not powers of two (padded to one and masked in the kernels): B·T = 32K at T = 8K, H = 16,
+    layer-0 decay; per token and head dim, against D = 128 and against fla / the PyTorch reference."""
+    rows = []
+    table = {name: fn for name, fn in methods(have_fla).items() if name in ("zoo", "fla", "torch")}
+    rates = minimax_rates(16, 0)
+    for d, dv in HEAD_DIMS:
+        for name, fn in table.items():
+            try:
+                r = time_method(fn, 4, 8192, 16, d, rates, dv=dv)
+            except Exception as exc:  # a peer that cannot run this shape is reported, not fatal
+                print(f"  {name} D={d} DV={dv}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            rows.append({"method": name, "D": d, "DV": dv, "B": 4, "T": 8192, "H": 16, **r})
+            print(
+                f"  D={d:>3} DV={dv:>3} {name:<6} fwd {r['fwd_ms']:8.3f} ms  fwd+bwd {r['fwd_bwd_ms']:8.3f} ms",
+                flush=True,
+            )
     return rows
 
 
@@ -318,6 +344,19 @@ def print_tables(result: dict) -> None:
             f"B={r['B']} T={r['T']} H={r['H']} l={r['layer']:<3}   {r['o']:>8.1e} {r['dq']:>8.1e} {r['dk']:>8.1e} "
             f"{r['dv']:>8.1e} {r['final_state']:>8.1e}"
         )
+    rows = result.get("head_dims", [])
+    if rows:
+        print(
+            f"\n{'head dims D,DV':<15} {'method':<7} {'fwd ms':>8} {'f+b ms':>8} {'f+b ps/(tok·dim)':>17} {'×torch':>7}"
+        )
+    for r in rows:
+        ref = next((x for x in rows if x["method"] == "torch" and (x["D"], x["DV"]) == (r["D"], r["DV"])), None)
+        per_dim = 1e9 * r["fwd_bwd_ms"] / (r["B"] * r["T"] * r["H"] * (r["D"] + r["DV"]) / 2)
+        speedup = f"{ref['fwd_bwd_ms'] / r['fwd_bwd_ms']:.2f}" if ref else "—"
+        print(
+            f"{r['D']},{r['DV']:<11} {r['method']:<7} {r['fwd_ms']:>8.3f} {r['fwd_bwd_ms']:>8.3f} {per_dim:>17.2f} "
+            f"{speedup:>7}"
+        )
 
 
 def plot(result: dict, path: Path) -> None:
@@ -349,7 +388,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="*", default=[1024, 2048, 4096, 8192, 16384, 32768])
     parser.add_argument("--with-torch", action="store_true", help="also time the PyTorch reference")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["sweep", "decode", "accuracy"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["sweep", "decode", "accuracy", "head_dims"])
     parser.add_argument("--tune", type=int, nargs="*", help="only time launch configurations at these T")
     parser.add_argument("--tune-groups", nargs="*", default=list(TUNE_GRID), choices=list(TUNE_GRID))
     parser.add_argument("--output", type=Path)
@@ -389,6 +428,7 @@ def main() -> None:
     result["accuracy"] = [] if "accuracy" in args.skip else accuracy()
     result["sweep"] = [] if "sweep" in args.skip else sweep(args, caps, have_fla)
     result["decode"] = [] if "decode" in args.skip else decode_bench(have_fla)
+    result["head_dims"] = [] if "head_dims" in args.skip else head_dims(have_fla)
     print_tables(result)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
