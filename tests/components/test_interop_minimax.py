@@ -10,7 +10,7 @@ import torch
 transformers = pytest.importorskip("transformers", reason="pip install -e '.[hf]'")
 from transformers import MiniMaxConfig, MiniMaxForCausalLM  # noqa: E402
 
-from zoo.interop.minimax import config_to_hf, from_hf, to_hf  # noqa: E402
+from zoo.interop.minimax import config_to_hf, decay_convention_of, from_hf, to_hf  # noqa: E402
 from zoo.models import HybridLM, HybridLMConfig  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -90,7 +90,7 @@ def test_minimax_convention_exports_when_heads_are_a_power_of_two(tmp_path):
         ({"ffn": "dense"}, "MoE in every layer"),
         ({"norm": "pre"}, "post-norm only"),
         ({"rope_fraction": 0.5}, "rotates the whole head"),
-        ({"num_heads": 3, "head_dim": 8, "rope_fraction": 1.0}, "not a power of two"),
+        ({"lightning_norm_eps": 1e-5}, "hard-codes 1e-6"),
     ],
 )
 def test_to_hf_refuses_what_the_port_cannot_express(overrides, message):
@@ -98,3 +98,43 @@ def test_to_hf_refuses_what_the_port_cannot_express(overrides, message):
                   rope_fraction=1.0, intermediate_size=16, num_experts=2, top_k=1)  # fmt: skip
     with pytest.raises(ValueError, match=message):
         config_to_hf(HybridLMConfig(**{**values, **overrides}))
+
+
+def pattern(depth: int, last: str) -> str:
+    """A layer pattern of ``depth`` layers mixing both types and ending in ``last``."""
+    return ("LLS" * depth)[: depth - 1] + last
+
+
+@pytest.mark.parametrize("convention", ["minimax", "hf"])
+@pytest.mark.parametrize("last", ["L", "S"])
+@pytest.mark.parametrize("depth", range(2, 9))
+def test_round_trip_is_exact_for_every_depth_pattern_and_convention(tmp_path, depth, last, convention):
+    """zoo → HF directory → transformers → zoo, at 2048 tokens (eight of HF's 256-token blocks), where a deepest
+    lightning layer with the port's formula instead of MiniMax's factor moved the logits by ~7e-4. Three heads
+    (not a power of two: ALiBi's slopes differ from the port's) at odd depths."""
+    heads = 3 if depth % 2 else 4
+    torch.manual_seed(depth)
+    config = HybridLMConfig(
+        init_std=0.1, vocab_size=50, hidden_size=24, num_layers=depth, attention=pattern(depth, last),
+        num_heads=heads, num_kv_heads=1, head_dim=8, rope_fraction=1.0, intermediate_size=16, num_experts=2, top_k=1,
+        decay_convention=convention, attention_backend="torch",
+    )  # fmt: skip
+    ours = HybridLM(config).eval()
+    hf = MiniMaxForCausalLM.from_pretrained(to_hf(ours, tmp_path / "m"), attn_implementation="eager").eval()
+    ids = torch.randint(0, 50, (1, 2048))
+    want = logits_of(ours, ids)
+    assert (logits_of(hf, ids) - want).abs().max().item() <= TOLERANCE
+    back = from_hf(hf).eval()
+    for i, layer in enumerate(back.model.layers):
+        if config.attention_layout[i] == "lightning":
+            assert torch.equal(layer.self_attn.decay.float(), ours.model.layers[i].self_attn.decay.float()), i
+    assert (logits_of(back, ids) - want).abs().max().item() <= TOLERANCE
+
+
+def test_from_hf_names_the_buffer_whose_rates_match_no_convention():
+    hf = hf_tiny()
+    assert decay_convention_of(hf) == "hf"
+    with torch.no_grad():
+        hf.model.layers[3].self_attn.slope_rate.mul_(1.5)
+    with pytest.raises(ValueError, match=r"model\.layers\.3\.self_attn\.slope_rate .* matches neither"):
+        from_hf(hf)

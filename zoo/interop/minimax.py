@@ -7,17 +7,22 @@ What Hugging Face's port can express, and so what :func:`to_hf` requires:
 - every layer an MoE FFN (``ffn: moe``), post-norm, SwiGLU experts, dropless routing at inference;
 - RoPE over the whole head (``rope_fraction: 1.0``; the port has no partial rotary, unlike MiniMax's own code,
   which rotates half of each head — minimax.md §2.2);
-- the lightning output norm's epsilon 1e-6 (hard-coded in the port);
-- its decay slopes: ``decay_convention: hf`` reproduces them exactly; ``minimax`` is accepted when the head count
-  is a power of two (the slopes agree and the layer factors differ by ≤ 1e-5 relative).
+- the lightning output norm's epsilon 1e-6 (hard-coded in the port).
 
-:func:`from_hf` returns a model with ``decay_convention="hf"`` and ``rope_fraction=1.0``, whose logits match the
-original's to ~1e-6 in fp32 (the tests require ≤ 1e-4 both ways round).
+Decay rates convert exactly under both conventions. The port computes its rates from the config (the
+``decay_convention: hf`` formula) but keeps them, and the block-decay tables derived from them, in persistent
+buffers (``model.layers.N.self_attn.slope_rate``, ``query_decay``, ``key_decay``, ``diagonal_decay``) that
+``from_pretrained`` loads from the checkpoint. :func:`to_hf` writes our rates there, so a ``decay_convention:
+minimax`` model exports exactly too: its deepest lightning layer's factor ``1 − l/(L−1) + 1e−5`` differs from the
+port's formula by up to 100 % (L = 2), and ALiBi's slopes for a head count that is not a power of two differ from
+the port's geometric ones. :func:`from_hf` reads the rates back from those buffers and picks the convention that
+reproduces them (``hf`` when both do), refusing a checkpoint whose rates match neither.
+
+Logits agree to ~1e-6 in fp32 both ways round (the tests require ≤ 1e-4 at 2048 tokens).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -26,6 +31,7 @@ from typing import Any
 
 import torch
 
+from zoo.attention.lightning import DECAY_CONVENTIONS, decay_rates
 from zoo.models.hybrid_lm import HybridLM, HybridLMConfig
 
 LAYER_TYPES = {"lightning": "linear_attention", "softmax": "full_attention"}
@@ -39,8 +45,9 @@ def _transformers():
     return MiniMaxConfig, MiniMaxForCausalLM
 
 
-def config_from_hf(hf_config: Any) -> HybridLMConfig:
-    """Our :class:`HybridLMConfig` for a ``transformers`` ``MiniMaxConfig``."""
+def config_from_hf(hf_config: Any, decay_convention: str = "hf") -> HybridLMConfig:
+    """Our :class:`HybridLMConfig` for a ``transformers`` ``MiniMaxConfig`` (``decay_convention``: see
+    :func:`decay_convention_of`)."""
     letters = {"linear_attention": "L", "full_attention": "S"}
     unknown = sorted({t for t in hf_config.layer_types if t not in letters})
     if unknown:
@@ -80,7 +87,7 @@ def config_from_hf(hf_config: Any) -> HybridLMConfig:
         ffn_beta=float(hf_config.mlp_beta_factor),
         rms_norm_eps=float(hf_config.rms_norm_eps),
         lightning_norm_eps=1e-6,
-        decay_convention="hf",
+        decay_convention=decay_convention,
         tie_embeddings=bool(hf_config.tie_word_embeddings),
         init_std=float(hf_config.initializer_range),
     )
@@ -103,11 +110,6 @@ def config_to_hf(config: HybridLMConfig) -> Any:
         problems.append(f"rope_fraction={c.rope_fraction}: the port rotates the whole head (set rope_fraction: 1.0)")
     if c.lightning_norm_eps != 1e-6:
         problems.append(f"lightning_norm_eps={c.lightning_norm_eps}: the port hard-codes 1e-6")
-    if c.decay_convention == "minimax" and not math.log2(c.num_heads).is_integer():
-        problems.append(
-            f"num_heads={c.num_heads} is not a power of two: MiniMax's ALiBi slopes differ from the port's (train "
-            f"with decay_convention: hf to export)"
-        )
     if (c.moe_kwargs or {}).get("aux_loss_type", "switch") not in ("switch",):
         problems.append("moe_kwargs.aux_loss_type: the port's aux loss is the switch form")
     if problems:
@@ -141,6 +143,63 @@ def config_to_hf(config: HybridLMConfig) -> Any:
     )
 
 
+#: Relative agreement of a checkpoint's decay rates with a convention's (fp32 rounding of the same formula is ~1e-7).
+DECAY_RTOL = 1e-6
+
+
+def _lightning_layers(model: torch.nn.Module) -> dict[int, torch.nn.Module]:
+    """Global layer index → the lightning attention module (ours or the port's), for every lightning layer."""
+    return {
+        i: layer.self_attn
+        for i, layer in enumerate(model.model.layers)
+        if hasattr(layer.self_attn, "slope_rate") or hasattr(layer.self_attn, "decay")
+    }
+
+
+def _rates_match(hf_model: Any, layer: int, convention: str) -> bool:
+    config = hf_model.config
+    rates = hf_model.model.layers[layer].self_attn.slope_rate.detach().double().flatten().cpu()
+    want = decay_rates(config.num_attention_heads, layer, config.num_hidden_layers, convention).double()
+    return torch.allclose(rates, want, rtol=DECAY_RTOL, atol=0.0)
+
+
+def decay_convention_of(hf_model: Any) -> str:
+    """The decay convention whose rates a ``MiniMaxForCausalLM`` holds in its ``slope_rate`` buffers: ``"hf"``
+    (the port's formula; also when both conventions give the same fp32 rates) or ``"minimax"``.
+
+    Raises:
+        ValueError: the rates match neither convention (naming the first such layer's buffer), or the layers
+            mix conventions.
+    """
+    layers = list(_lightning_layers(hf_model))
+    for convention in ("hf", "minimax"):  # the port's own first
+        if all(_rates_match(hf_model, i, convention) for i in layers):
+            return convention
+    for i in layers:
+        if not any(_rates_match(hf_model, i, c) for c in DECAY_CONVENTIONS):
+            rates = hf_model.model.layers[i].self_attn.slope_rate.flatten().tolist()
+            raise ValueError(
+                f"model.layers.{i}.self_attn.slope_rate = {rates} matches neither decay convention "
+                f"({', '.join(DECAY_CONVENTIONS)}); the zoo cannot express these rates"
+            )
+    raise ValueError(
+        f"the checkpoint's slope_rate buffers mix the decay conventions ({', '.join(DECAY_CONVENTIONS)}) across "
+        "layers; the zoo cannot express that"
+    )
+
+
+def _write_decay_buffers(ours: HybridLM, hf: torch.nn.Module) -> None:
+    """Put our decay rates into the port's persistent buffers (the rates and the block tables built from them)."""
+    hf_layers = _lightning_layers(hf)
+    with torch.no_grad():
+        for i, attn in _lightning_layers(ours).items():
+            target = hf_layers[i]
+            rate = attn.decay.to(dtype=target.slope_rate.dtype).view_as(target.slope_rate)
+            tables = (rate, *target.decay_factors(rate))
+            for name, value in zip(("slope_rate", "query_decay", "key_decay", "diagonal_decay"), tables):
+                getattr(target, name).copy_(value)
+
+
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Parameters only (buffers such as HF's decay tables and rotary caches are rebuilt from the config)."""
     return {name: p.detach() for name, p in model.named_parameters()}
@@ -158,7 +217,7 @@ def from_hf(
     hf = model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         hf = MiniMaxForCausalLM.from_pretrained(str(model_or_path))
-    model = HybridLM(config_from_hf(hf.config))
+    model = HybridLM(config_from_hf(hf.config, decay_convention_of(hf)))
     _copy_weights(_weights(hf), model, "the HF model")
     return model.to(device=device, dtype=dtype)
 
@@ -181,8 +240,9 @@ def _copy_weights(source: dict[str, torch.Tensor], target: torch.nn.Module, sour
 
 def to_hf(model: HybridLM, path: str | os.PathLike, *, safe_serialization: bool = True) -> Path:
     """Save ``model`` as a ``transformers`` directory (``config.json`` + safetensors) that
-    ``MiniMaxForCausalLM.from_pretrained(path)`` loads. Written to a temporary sibling directory first and renamed
-    into place, so a crash never leaves a half-written export.
+    ``MiniMaxForCausalLM.from_pretrained(path)`` loads, with our decay rates in its ``slope_rate`` buffers (exact
+    under either convention). Written to a temporary sibling directory first and renamed into place, so a crash
+    never leaves a half-written export.
 
     Returns:
         the directory.
@@ -190,6 +250,7 @@ def to_hf(model: HybridLM, path: str | os.PathLike, *, safe_serialization: bool 
     _, MiniMaxForCausalLM = _transformers()
     hf = MiniMaxForCausalLM(config_to_hf(model.config))
     _copy_weights({k: v.cpu() for k, v in _weights(model).items()}, hf, "our model")
+    _write_decay_buffers(model, hf)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
