@@ -188,3 +188,79 @@ def test_fused_moments_pass_gradcheck():
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: _CentralMoments.apply(t, True), (x,))
     assert torch.autograd.gradcheck(lambda t: _CentralMoments.apply(t, False)[:2], (x,))
+
+
+# --------------------------------------------------------------------------- timm's model checks, every attention
+def timm_resnet(name: str, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("resnet18", block_args=dict(attn_layer=CHANNEL_ATTENTION.partial(name)), **kwargs)
+
+
+def fx_model(model: torch.nn.Module) -> torch.nn.Module:
+    """What timm's ``test_model_forward_fx`` builds: a feature extractor returning the graph's last node, traced
+    with timm's leaf modules and autowrapped functions."""
+    from timm.models._features_fx import create_feature_extractor, get_graph_node_names
+
+    _, eval_nodes = get_graph_node_names(model)
+    return create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
+
+
+SCRIPTING = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # timm still tests it
+
+
+@SCRIPTING
+@pytest.mark.parametrize("name", NAMES)
+def test_timm_model_scripts_with_every_channel_attention(name):
+    model = timm_resnet(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = model(x)
+        got = torch.jit.script(model)(x)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_timm_fx_feature_extraction_with_every_channel_attention(name):
+    model = timm_resnet(name)
+    x = torch.randn(2, 3, 64, 64)
+    fx = fx_model(model.eval())
+    with torch.no_grad():
+        got = next(iter(fx(x).values()))
+        assert torch.allclose(got, model(x), rtol=1e-5, atol=1e-5)
+    fx.train()  # timm's test_model_backward_fx: gradients flow through the traced graph
+    next(iter(fx(x).values())).mean().backward()
+    grads = [p.grad for p in fx.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("feature_cls", [None, "fx"])
+@pytest.mark.parametrize("name", NAMES)
+def test_timm_features_only_with_every_channel_attention(name, feature_cls):
+    kwargs = {"features_only": True, "out_indices": (1, 2, 3, 4)}
+    if feature_cls:
+        kwargs["feature_cls"] = feature_cls
+    model = timm_resnet(name, **kwargs).eval()
+    with torch.no_grad():
+        features = model(torch.randn(1, 3, 64, 64))
+    assert [f.shape[1] for f in features] == model.feature_info.channels() == [64, 128, 256, 512]
+    assert [f.shape[-1] for f in features] == [64 // r for r in model.feature_info.reduction()]
+
+
+@SCRIPTING
+@pytest.mark.parametrize("name", ["mca_e", "mca_s", "mca_t"])
+def test_mca_scripted_path_equals_the_fused_one_with_gradients(name):
+    """TorchScript's plain-op moments against the fused Function: values and input gradients, a constant
+    channel included (σ = 0: zero gradient through σ, as in the fused backward)."""
+    torch.manual_seed(0)
+    module = CHANNEL_ATTENTION.build(name, 12)
+    scripted = torch.jit.script(module)
+    x = torch.randn(3, 12, 5, 7) * 2 + 1
+    x[0, 4] = 0.5  # exactly constant: its mean is exact, so σ = 0 exactly
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_fused, out_script = module(a), scripted(b)
+    assert torch.allclose(out_script, out_fused, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(out_fused)
+    out_fused.backward(g)
+    out_script.backward(g)
+    assert torch.isfinite(b.grad).all()
+    assert torch.allclose(b.grad, a.grad, rtol=1e-4, atol=1e-5)

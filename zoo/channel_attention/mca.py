@@ -12,6 +12,11 @@ Paper versus released code (``CSDLLab/MCA/moment.py``) — where they disagree t
   settings in our block and other experiments"); the code hard-codes k = 3 for both. ``kernel_size="eca"`` uses
   ECA's adaptive rule instead.
 * **precision**: moments and the gate are computed in fp32 even under autocast (the cube overflows fp16).
+
+timm's tooling works on models that contain it, as with SE and ECA: :func:`channel_moments` and
+:func:`cross_moment_gate` are registered with ``torch.fx.wrap``, so FX (and timm's FX feature extraction) records
+each as one call node instead of tracing into the custom autograd Function and the autocast region; under
+``torch.jit.script`` the module computes the same formulas with plain ops (:func:`channel_moments_reference`).
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class _CentralMoments(torch.autograd.Function):
         return grad, None
 
 
+@torch.fx.wrap
 def channel_moments(x: torch.Tensor, moments: Sequence[str] = ("mean", "skew"), eps: float = 1e-5) -> torch.Tensor:
     """Per-channel moments over the spatial positions, stacked as CMC's input channels, in fp32.
 
@@ -104,6 +110,47 @@ def channel_moments(x: torch.Tensor, moments: Sequence[str] = ("mean", "skew"), 
             "skew": lambda: third / (std.pow(3) + eps),
         }
         return torch.stack([rows[m]() for m in moments], dim=1)
+
+
+def channel_moments_reference(x: torch.Tensor, moments: list[str], eps: float = 1e-5) -> torch.Tensor:
+    """:func:`channel_moments` with plain autograd (no fused backward, no autocast region): TorchScript's path and
+    the test oracle. ``x`` is cast to fp32; σ's gradient is 0 where σ = 0, as in the fused backward.
+
+    Returns:
+        ``[B, K, C]`` fp32.
+    """
+    x = x.float()
+    mean = x.mean((2, 3))
+    centred = x - mean[..., None, None]
+    var = centred.square().mean((2, 3))
+    positive = var > 0
+    std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
+    rows: list[torch.Tensor] = []
+    for name in moments:
+        if name == "mean":
+            rows.append(mean)
+        elif name == "std":
+            rows.append(std)
+        elif name == "var":
+            rows.append(var)
+        else:
+            third = centred.pow(3).mean((2, 3))
+            rows.append(third / (std.pow(3) + eps) if name == "skew" else third)
+    return torch.stack(rows, dim=1)
+
+
+def _gate(stats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+    logits = F.conv1d(stats, weight.float(), bias.float() if bias is not None else None, padding=padding)
+    return logits.sigmoid()  # [B, 1, C]
+
+
+@torch.fx.wrap
+def cross_moment_gate(
+    stats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int
+) -> torch.Tensor:
+    """CMC and the sigmoid in fp32 (autocast off): ``σ(Conv1d(stats))`` for ``stats`` ``[B, K, C]`` → ``[B, 1, C]``."""
+    with fp32_region(stats.device):
+        return _gate(stats, weight, bias, padding)
 
 
 @CHANNEL_ATTENTION.register("mca_t", moments=("mean", "std", "skew"), kernel_size=3)
@@ -166,9 +213,12 @@ class MomentChannelAttention(nn.Module):
         return f"moments={self.moments}, eps={self.eps}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stats = channel_moments(x, self.moments, self.eps)  # [B, K, C] fp32
-        with fp32_region(x.device):
-            bias = self.conv.bias.float() if self.conv.bias is not None else None
-            logits = F.conv1d(stats, self.conv.weight.float(), bias, padding=self.conv.padding)  # [B, 1, C]
-            gate = logits.sigmoid()
-        return x * gate.to(x.dtype).view(x.shape[0], -1, 1, 1)
+        padding = self.conv.padding[0]
+        if torch.jit.is_scripting():  # the same formulas in plain ops (TorchScript has no autograd.Function)
+            gate = _gate(
+                channel_moments_reference(x, list(self.moments), self.eps), self.conv.weight, self.conv.bias, padding
+            )
+        else:
+            stats = channel_moments(x, self.moments, self.eps)  # [B, K, C] fp32
+            gate = cross_moment_gate(stats, self.conv.weight, self.conv.bias, padding)  # [B, 1, C] fp32
+        return x * gate.to(x.dtype).transpose(1, 2).unsqueeze(-1)
