@@ -21,6 +21,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from tasks.base import BaseTask
 from zoo.detectors import DETECTION_BACKBONES, NORMS
 from zoo.errors import ConfigError
+from zoo.extras import require
 from zoo.registries import CHANNEL_ATTENTION, DETECTOR, TASK
 
 # MeanAveragePrecision's scalar results that are logged, as ``{stage}/{iou_type}_{key}``
@@ -129,6 +130,7 @@ class DetectionTask(BaseTask):
             **dict(detector_kwargs or {}),
         )
         iou_types = ("bbox", "segm") if self.with_masks else ("bbox",)
+        require("pycocotools", "detection", needed_for="task=detection (COCO box and mask AP in torchmetrics)")
         self.val_map = nn.ModuleDict({t: MeanAveragePrecision(iou_type=t) for t in iou_types})
         self.test_map = nn.ModuleDict({t: MeanAveragePrecision(iou_type=t) for t in iou_types})
 

@@ -8,7 +8,8 @@ Shapes (kernels.md §6): bf16, causal, B·T = 32K tokens, H = 16, D = 128, T ∈
 (strong) and at the last layers (weak); plus H = 64 at T = 8K. Methods, timed in the same run:
 
 * ``zoo``: ``kernels.lightning_attention`` with ``backend="triton"``;
-* ``fla``: ``fla.ops.simple_gla.chunk_simple_gla(q, k, v, g_gamma=-s, scale=1.0)`` (PyPI ``fla-core``, optional);
+* ``fla``: ``fla.ops.simple_gla.chunk_simple_gla(q, k, v, g_gamma=-s, scale=1.0)`` (PyPI ``fla-core``: the
+  ``[bench]`` extra; ``--without-fla`` times without it);
 * ``sdpa_flash`` / ``sdpa_cudnn``: ``F.scaled_dot_product_attention(is_causal=True)`` with that backend only;
 * ``torch``: our block-256 PyTorch reference (``backend="torch"``).
 
@@ -36,6 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from kernels.lightning_attention import lightning_attention, lightning_attention_decode
 from kernels.lightning_attention.reference import lightning_attention_blockwise
+from zoo.errors import exit_on_config_error
+from zoo.extras import require
+
+NO_FLA = "Or pass --without-fla to time without it"
 
 TOKENS = 32768
 LAYERS = 80
@@ -388,6 +393,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="*", default=[1024, 2048, 4096, 8192, 16384, 32768])
     parser.add_argument("--with-torch", action="store_true", help="also time the PyTorch reference")
+    parser.add_argument("--without-fla", action="store_true", help="time without the fla peer (no ×fla columns)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["sweep", "decode", "accuracy", "head_dims"])
     parser.add_argument("--tune", type=int, nargs="*", help="only time launch configurations at these T")
     parser.add_argument("--tune-groups", nargs="*", default=list(TUNE_GRID), choices=list(TUNE_GRID))
@@ -401,16 +407,15 @@ def main() -> None:
         if args.plot:
             plot(result, args.plot)
         return
+    have_fla, fla_version = False, None
+    if not args.without_fla and not args.tune:
+        with exit_on_config_error():
+            fla = require("fla", "bench", needed_for="the lightning-attention benchmark's peer (fla)", hint=NO_FLA)
+        have_fla, fla_version = True, getattr(fla, "__version__", "?")
     if not torch.cuda.is_available():
         sys.exit("this benchmark needs a CUDA GPU")
     import triton
 
-    try:
-        import fla  # noqa: F401
-
-        have_fla, fla_version = True, getattr(sys.modules["fla"], "__version__", "?")
-    except ImportError:
-        have_fla, fla_version = False, None
     if args.tune:
         rows = tune(args.tune, args.tune_groups)
         if args.output:

@@ -26,13 +26,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from mmdet.registry import MODELS
-from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from zoo.backbones.timm_models import create_timm_backbone
 from zoo.errors import ConfigError
+from zoo.extras import require
+
+_NEEDED_FOR = "the mmdet bridge (zoo.integrations.mmdet)"
+_MMCV_HINT = (
+    "It also needs full mmcv 2.1.0 with its compiled ops (not mmcv-lite), which has no wheel for torch 2.14: build "
+    "it once as the README's mmdet section says and pip install --no-deps the wheel"
+)
+MODELS = require("mmdet.registry", "mmdet", needed_for=_NEEDED_FOR, hint=_MMCV_HINT).MODELS
+BaseModule = require("mmengine.model", "mmdet", needed_for=_NEEDED_FOR).BaseModule
+require("mmcv.ops", "mmdet", needed_for=_NEEDED_FOR, hint=_MMCV_HINT)
 
 __all__ = ["DEPTHS", "ZooResNet"]
 

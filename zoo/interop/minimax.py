@@ -32,17 +32,22 @@ from typing import Any
 import torch
 
 from zoo.attention.lightning import DECAY_CONVENTIONS, decay_rates
+from zoo.extras import MissingExtraError, install_hint, require
 from zoo.models.hybrid_lm import HybridLM, HybridLMConfig
 
 LAYER_TYPES = {"lightning": "linear_attention", "softmax": "full_attention"}
 
 
 def _transformers():
-    try:
-        from transformers import MiniMaxConfig, MiniMaxForCausalLM
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("Hugging Face interop needs transformers ≥ 5 with MiniMax: pip install -e '.[hf]'") from exc
-    return MiniMaxConfig, MiniMaxForCausalLM
+    transformers = require("transformers", "hf", needed_for="Hugging Face interop (zoo.interop.minimax)")
+    if not hasattr(transformers, "MiniMaxForCausalLM"):
+        raise MissingExtraError(
+            f"Hugging Face interop needs transformers ≥ 5 with MiniMax, found {transformers.__version__}; install the "
+            f"[hf] extra: {install_hint('hf')}",
+            extra="hf",
+            module="transformers",
+        )
+    return transformers.MiniMaxConfig, transformers.MiniMaxForCausalLM
 
 
 def config_from_hf(hf_config: Any, decay_convention: str = "hf") -> HybridLMConfig:
