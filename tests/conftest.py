@@ -21,6 +21,7 @@ from omegaconf import DictConfig, open_dict
 
 from tasks.data.fashion_mnist import DEBIAN_DIR, FILES, find_file
 from tasks.runner import register_resolvers
+from tests.skip_policy import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 (pytest hooks)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

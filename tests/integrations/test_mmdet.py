@@ -8,23 +8,31 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("mmdet")
-pytest.importorskip("mmengine")
-try:
-    import mmcv._ext  # noqa: F401
-except ImportError:
-    pytest.skip(
-        "mmcv._ext is missing (mmcv-lite or no mmcv): install full mmcv 2.1.0, "
-        "../shared/wheels/mmcv-2.1.0-cp311-cp311-linux_x86_64.whl (see README)",
-        allow_module_level=True,
-    )
-
-from mmdet.structures import DetDataSample
-from mmdet.utils import register_all_modules
-from mmengine.config import Config
-from mmengine.structures import InstanceData
-
 from zoo.errors import RegistryError
+
+
+def _mmdet_missing() -> str | None:
+    """Why the mmdet stack cannot run here, or None."""
+    try:
+        import mmcv._ext  # noqa: F401
+        import mmdet  # noqa: F401
+        import mmengine  # noqa: F401
+    except ImportError as exc:
+        return (
+            f"the mmdet stack is not installed ({exc}): pip install -e '.[mmdet]' and full mmcv 2.1.0, "
+            "../shared/wheels/mmcv-2.1.0-cp311-cp311-linux_x86_64.whl (see README)"
+        )
+    return None
+
+
+MMDET_MISSING = _mmdet_missing()
+pytestmark = [pytest.mark.mmdet, pytest.mark.skipif(MMDET_MISSING is not None, reason=str(MMDET_MISSING))]
+
+if MMDET_MISSING is None:
+    from mmdet.structures import DetDataSample
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.structures import InstanceData
 
 SIZE = 128
 NUM_CLASSES = 3

@@ -712,7 +712,7 @@ REAL_AUSTEN = _real_austen()
 
 @pytest.mark.skipif(
     REAL_AUSTEN is None,
-    reason="r-cran-janeaustenr missing: apt-get download r-cran-janeaustenr && "
+    reason="r-cran-janeaustenr missing: mkdir -p ~/.cache/zoo && apt-get download r-cran-janeaustenr && "
     "dpkg -x r-cran-janeaustenr_*.deb ~/.cache/zoo/janeaustenr",
 )
 def test_real_austen_package(tmp_path):
