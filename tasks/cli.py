@@ -32,9 +32,11 @@ class ZooCLI(LightningCLI):
 
 def make_cli(args: list[str] | None = None, *, run: bool = True, **kwargs: Any) -> LightningCLI:
     """Build the CLI. Every registered task and datamodule (plugins included) is imported first, so
-    ``--model VisionTask`` and ``--data FashionMNISTDataModule`` resolve to their classes."""
+    ``--model VisionTask`` and ``--data FashionMNISTDataModule`` resolve to their classes (and the zoo's callbacks,
+    e.g. ``LastCheckpoint``, to theirs)."""
     TASK.names()
     DATA.names()
+    import tasks.callbacks  # noqa: F401
     from tasks.base import BaseTask
 
     return ZooCLI(

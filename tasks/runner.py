@@ -27,6 +27,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -150,6 +151,8 @@ def _resolve(cfg: DictConfig) -> dict[str, Any]:
 
 
 TEST_CKPTS = ("best", "last")
+#: The exit status of a run terminated by SIGTERM (128 + 15, as a shell reports it): not a success.
+SIGTERM_EXIT = 143
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -159,6 +162,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Returns the test metrics, the last epoch's validation metrics (``val/*``), ``time/fit_s`` and ``test/ckpt``.
     When the config names ``optimized_metric``, the caller (``tools/train.py``) returns that value to Hydra's
     sweeper.
+
+    Raises:
+        SystemExit: status 143 when the run is terminated by SIGTERM; ``checkpoints/last.ckpt`` then holds the state
+            it stopped at (:class:`tasks.callbacks.LastCheckpoint`) and ``metrics.json`` is not written.
     """
     output_dir = Path(cfg.paths.output_dir)
     test_ckpt = cfg.get("test_ckpt", "best")
@@ -170,19 +177,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir) / str(cfg.task.name))
     metrics: dict[str, Any] = {}
     start = time.perf_counter()
-    if cfg.get("fit", True):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
-        ckpt_path = None
-    metrics["time/fit_s"] = time.perf_counter() - start
-    if cfg.get("test", True):
-        best = ""
-        if test_ckpt == "best" and trainer.checkpoint_callback is not None:
-            best = trainer.checkpoint_callback.best_model_path
-        tested = trainer.test(task, datamodule=datamodule, ckpt_path=best or ckpt_path or None)
-        for result in tested:
-            metrics.update({k: float(v) for k, v in result.items()})
-        metrics["test/ckpt"] = best or ckpt_path or "(final weights)"
+    try:
+        if cfg.get("fit", True):
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+            ckpt_path = None
+        metrics["time/fit_s"] = time.perf_counter() - start
+        if cfg.get("test", True):
+            best = ""
+            if test_ckpt == "best" and trainer.checkpoint_callback is not None:
+                best = trainer.checkpoint_callback.best_model_path
+            tested = trainer.test(task, datamodule=datamodule, ckpt_path=best or ckpt_path or None)
+            for result in tested:
+                metrics.update({k: float(v) for k, v in result.items()})
+            metrics["test/ckpt"] = best or ckpt_path or "(final weights)"
+    except SIGTERMException:  # Lightning's SystemExit without a status, which would exit 0
+        log.warning(
+            "terminated by SIGTERM at step %d: checkpoints/last.ckpt holds that state, resume with ckpt_path=last "
+            "(no metrics.json); exit status %d",
+            trainer.global_step,
+            SIGTERM_EXIT,
+        )
+        raise SystemExit(SIGTERM_EXIT) from None
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
         log.info("metrics written to %s", output_dir / "metrics.json")

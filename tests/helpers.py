@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import lightning as L
 
 
@@ -27,3 +30,15 @@ class StopAfterSteps(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
         if trainer.global_step >= self.steps:
             trainer.should_stop = True
+
+
+class SignalAtStep(L.Callback):
+    """Send this process ``signum`` (SIGTERM: what a scheduler sends) right after optimizer step ``step``."""
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
+        self.step = step
+        self.signum = signum
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)

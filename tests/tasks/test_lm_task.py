@@ -113,3 +113,33 @@ def test_bench_lm_runs_on_the_cpu(tmp_path):
     assert {r["pattern"] for r in result["train"]} == {"hybrid", "softmax", "lightning"}
     assert all(r["tokens_per_s"] > 0 for r in result["train"])
     assert result["moe"]
+
+
+def test_a_short_run_succeeds_and_leaves_last_ckpt(lm_cfg, tmp_path):
+    """max_steps ending between validations (none ran): the run returns normally (no optimized_metric demanded
+    outside sweeps), writes metrics.json, and leaves last.ckpt at the final step for tools/generate.py."""
+    from tasks.entry_points import run_job
+
+    cfg = lm_cfg("trainer.max_steps=7", "trainer.val_check_interval=15", name="short")
+    assert run_job(cfg) is None
+    assert (tmp_path / "short" / "metrics.json").is_file()
+    assert torch.load(tmp_path / "short" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 7
+
+
+def test_sigterm_saves_last_ckpt_exits_143_and_resumes_exactly(lm_cfg, tmp_path):
+    """SIGTERM after step 7 of 20 (between validations): exit status 143, no metrics.json, last.ckpt at step 7;
+    ckpt_path=last then ends where an uninterrupted run ends, bit for bit."""
+    common = ["trainer.max_steps=20", "trainer.val_check_interval=10", "test=false"]
+    train(lm_cfg(*common, name="straight"))
+    term = ["+callbacks.term._target_=tests.helpers.SignalAtStep", "+callbacks.term.step=7"]
+    with pytest.raises(SystemExit) as info:
+        train(lm_cfg(*common, *term, name="killed"))
+    assert info.value.code == 143
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    assert torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 7
+    train(lm_cfg(*common, "ckpt_path=last", name="killed"))
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 20
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
