@@ -62,11 +62,15 @@ def list_components(argv: list[str] | None = None) -> None:
         if args.kind and kind != args.kind:
             continue
         print(f"{kind}:")
-        for name, entry in registry.items():
-            if args.pattern and name not in registry.names(args.pattern):
+        matching = set(registry.names(args.pattern)) if args.pattern else None
+        for name in registry.names(aliases=False):
+            aliases = registry.aliases(name)
+            if matching is not None and not matching & {name, *aliases}:
                 continue
+            entry = registry.entry(name)
             preset = f"  {entry.defaults}" if entry.defaults else ""
-            print(f"  {name:<28} {getattr(entry.obj, '__qualname__', entry.obj)}{preset}")
+            also = f"  (alias: {', '.join(aliases)})" if aliases else ""
+            print(f"  {name:<28} {getattr(entry.obj, '__qualname__', entry.obj)}{preset}{also}")
 
 
 def _compose(overrides: list[str], defaults: list[str]):

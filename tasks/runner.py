@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 def data_property(data_cfg: Any, key: str) -> Any:
     """What the configured dataset implies for the model: ``num_classes`` or ``in_chans``.
 
-    A value set in the data config wins; otherwise the DataModule class's own (``in_chans`` ← ``native_chans``).
+    A value set in the data config wins; otherwise the DataModule class's own (``in_chans`` ← ``native_chans``), or
+    what its ``infer_property(data_cfg, key)`` reads from the data (``image_folder``: the class folders).
     Used by the ``${zoo.data:num_classes}`` interpolation in the model configs.
     """
     value = data_cfg.get(key) if hasattr(data_cfg, "get") else None
@@ -52,6 +53,8 @@ def data_property(data_cfg: Any, key: str) -> Any:
         return value
     cls = DATA.get(data_cfg["name"])
     value = getattr(cls, "native_chans" if key == "in_chans" else key, None)
+    if not value and hasattr(cls, "infer_property"):  # e.g. image_folder counts its class folders
+        value = cls.infer_property(data_cfg, key)
     if not value:
         raise ConfigError(f"data '{data_cfg['name']}' does not know its {key}; set data.{key}")
     return value

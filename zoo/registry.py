@@ -202,6 +202,12 @@ class Registry(Generic[T]):
         self.entry(name)
         return self._canonical.get(name.lower(), name)
 
+    def aliases(self, name: str) -> list[str]:
+        """The aliases of the component ``name`` names: its keys but the one it was registered under
+        (``eca`` → ``["efficient_channel_attention"]``)."""
+        key = self.canonical(name)
+        return sorted(k for k, c in self._canonical.items() if c == key and k != key)
+
     def items(self) -> list[tuple[str, Entry[T]]]:
         self._ensure_loaded()
         return sorted(self._entries.items())

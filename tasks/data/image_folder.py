@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Subset
@@ -13,6 +15,19 @@ from zoo.registries import DATA
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def split_dir(root: str | None, *names: str) -> Path:
+    """The first of ``root/<name>`` that is a folder; a clear error for a missing ``root`` or split."""
+    if not root:
+        raise ConfigError("data.root is required for image_folder: a folder with train/ and test/ (or val/)")
+    for name in names:
+        if (Path(root) / name).is_dir():
+            return Path(root) / name
+    raise DatasetNotFoundError(
+        f"image_folder: {root} has no {' or '.join(names)} folder; expected "
+        f"{root}/train/<class>/<image> and {root}/test/<class>/<image>"
+    )
 
 
 class ConvertMode:
@@ -62,15 +77,16 @@ class ImageFolderDataModule(ImageClassificationData):
         self.classes: list[str] = []
 
     def _split_dir(self, *names: str) -> Path:
-        if not self.root:
-            raise ConfigError("data.root is required for image_folder: a folder with train/ and test/ (or val/)")
-        for name in names:
-            if (Path(self.root) / name).is_dir():
-                return Path(self.root) / name
-        raise DatasetNotFoundError(
-            f"image_folder: {self.root} has no {' or '.join(names)} folder; expected "
-            f"{self.root}/train/<class>/<image> and {self.root}/test/<class>/<image>"
-        )
+        return split_dir(self.root, *names)
+
+    @classmethod
+    def infer_property(cls, data_cfg: Mapping[str, Any], key: str) -> Any:
+        """``num_classes`` before the DataModule exists (the model is built from it): the number of class folders
+        of ``root/train``, after the checks a bad ``data.root`` deserves. None for other keys."""
+        if key != "num_classes":
+            return None
+        train = split_dir(data_cfg.get("root"), "train")
+        return sum(1 for entry in train.iterdir() if entry.is_dir())
 
     def _transform(self, train: bool):
         from torchvision import transforms as T

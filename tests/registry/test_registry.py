@@ -160,3 +160,19 @@ def test_registries_file_lists_every_extension_point():
     assert "vision" in ALL["task"].names()
     assert {"fashion_mnist", "cifar10", "cifar100", "image_folder"} <= set(ALL["data"].names())
     assert {"resnet20", "resnet56", "resnet18", "resnet50"} <= set(ALL["backbone"].names())
+
+
+def test_list_shows_aliases_beside_their_component(capsys):
+    from tasks.entry_points import list_components
+    from zoo.registries import CHANNEL_ATTENTION
+
+    assert CHANNEL_ATTENTION.aliases("eca") == ["efficient_channel_attention"]
+    assert CHANNEL_ATTENTION.aliases("efficient_channel_attention") == ["efficient_channel_attention"]
+    list_components(["channel_attention"])
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == "channel_attention:"
+    names = [row.split()[0] for row in rows[1:]]
+    assert names == CHANNEL_ATTENTION.names(aliases=False) and "efficient_channel_attention" not in names
+    assert any(row.split()[0] == "eca" and row.endswith("(alias: efficient_channel_attention)") for row in rows)
+    list_components(["channel_attention", "efficient*"])  # a pattern matching an alias shows its component
+    assert [row.split()[0] for row in capsys.readouterr().out.splitlines()[1:]] == ["eca"]

@@ -123,3 +123,16 @@ def test_real_fashion_mnist_default_location():
     assert torch.bincount(labels).tolist() == [6000] * 10
     images, labels = dm.load(train=False)
     assert images.shape == (10000, 1, 28, 28)
+
+
+def test_image_folder_config_names_the_missing_folder_before_num_classes(make_cfg, tmp_path):
+    """data=image_folder: the model's num_classes comes from the class folders; a bad root says so first."""
+    from tasks.runner import build
+
+    with pytest.raises(DatasetNotFoundError, match=r"has no train folder"):
+        build(make_cfg("data=image_folder", f"data.root={tmp_path / 'missing'}", tiny=False, name="bad"))
+    for cls in ("cat", "dog", "emu", "yak"):
+        (tmp_path / "tree" / "train" / cls).mkdir(parents=True)
+    cfg = make_cfg("data=image_folder", f"data.root={tmp_path / 'tree'}", tiny=False, name="good")
+    task, _, _ = build(cfg)
+    assert task.hparams.num_classes == 4
