@@ -23,12 +23,34 @@ def config_dir() -> str:
     return str(candidate)
 
 
+#: What Hydra writes into a run directory before the job starts: a run that wrote nothing else left nothing of use.
+HYDRA_ONLY = {".hydra", "train.log"}
+
+
+def remove_if_nothing_ran(run_dir: str | os.PathLike) -> bool:
+    """Delete ``run_dir`` when it holds only Hydra's own record (a configuration error stopped the job before it
+    wrote anything); True if it was deleted."""
+    import shutil
+
+    path = Path(run_dir)
+    if not path.is_dir() or {entry.name for entry in path.iterdir()} - HYDRA_ONLY:
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
 def run_job(cfg) -> float | None:
-    """Hydra's task function: train and test, print a configuration error as one paragraph and exit 2."""
+    """Hydra's task function: train and test, print a configuration error as one paragraph and exit 2 (removing
+    the run directory Hydra made for it, which would hold only Hydra's record)."""
     from tasks.runner import objective_value, train
 
-    with exit_on_config_error():
-        return objective_value(cfg, train(cfg))
+    try:
+        with exit_on_config_error():
+            return objective_value(cfg, train(cfg))
+    except SystemExit as exc:
+        if exc.code == 2:
+            remove_if_nothing_ran(cfg.paths.output_dir)
+        raise
 
 
 def train() -> None:

@@ -95,6 +95,7 @@ def test_bad_input_exits_2_with_one_paragraph(tmp_path, overrides, expected):
     for fragment in expected:
         assert fragment in message, (fragment, message)
     assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "logs").glob("*/runs/*")), "a failed run left its directory"
 
 
 def test_unknown_config_group_option_lists_choices(tmp_path):
