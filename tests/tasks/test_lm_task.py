@@ -57,21 +57,29 @@ def test_fit_lowers_validation_loss_and_writes_metrics(lm_cfg, tmp_path):
     assert model.hparams.config["hidden_size"] == 32
 
 
+def last_ckpt(tmp_path, name: str) -> dict:
+    return torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def assert_same_final_state(tmp_path, straight: str, resumed: str, step: int) -> None:
+    """Both runs' last.ckpt at ``step`` with identical weights and Adam moments."""
+    a, b = last_ckpt(tmp_path, straight), last_ckpt(tmp_path, resumed)
+    assert a["global_step"] == b["global_step"] == step
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for k, state in a["optimizer_states"][0]["state"].items():
+        assert torch.equal(state["exp_avg"], b["optimizer_states"][0]["state"][k]["exp_avg"])
+
+
 def test_resume_mid_epoch_is_exact(lm_cfg, tmp_path):
     """20 steps straight == 10 steps, kill, ckpt_path=last, 10 more: identical weights and Adam moments."""
     common = ["trainer.max_steps=20", "trainer.val_check_interval=10", "test=false"]
     train(lm_cfg(*common, name="straight"))
     stop = ["+callbacks.stop._target_=tests.helpers.StopAfterSteps", "+callbacks.stop.steps=10"]
     train(lm_cfg(*common, *stop, name="first"))
-    assert torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
+    assert last_ckpt(tmp_path, "first")["global_step"] == 10
     train(lm_cfg(*common, "ckpt_path=last", name="first"))
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
-    b = torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert a["global_step"] == b["global_step"] == 20
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    for k, state in a["optimizer_states"][0]["state"].items():
-        assert torch.equal(state["exp_avg"], b["optimizer_states"][0]["state"][k]["exp_avg"])
+    assert_same_final_state(tmp_path, "straight", "first", step=20)
 
 
 def test_generate_tool_samples_from_the_checkpoint(lm_cfg, tmp_path):
@@ -123,7 +131,7 @@ def test_a_short_run_succeeds_and_leaves_last_ckpt(lm_cfg, tmp_path):
     cfg = lm_cfg("trainer.max_steps=7", "trainer.val_check_interval=15", name="short")
     assert run_job(cfg) is None
     assert (tmp_path / "short" / "metrics.json").is_file()
-    assert torch.load(tmp_path / "short" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 7
+    assert last_ckpt(tmp_path, "short")["global_step"] == 7
 
 
 def test_sigterm_saves_last_ckpt_exits_143_and_resumes_exactly(lm_cfg, tmp_path):
@@ -136,10 +144,6 @@ def test_sigterm_saves_last_ckpt_exits_143_and_resumes_exactly(lm_cfg, tmp_path)
         train(lm_cfg(*common, *term, name="killed"))
     assert info.value.code == 143
     assert not (tmp_path / "killed" / "metrics.json").exists()
-    assert torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 7
+    assert last_ckpt(tmp_path, "killed")["global_step"] == 7
     train(lm_cfg(*common, "ckpt_path=last", name="killed"))
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
-    b = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert a["global_step"] == b["global_step"] == 20
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert_same_final_state(tmp_path, "straight", "killed", step=20)
