@@ -351,6 +351,25 @@ def _chunk_bwd_dkdv_kernel(
 
 
 @triton.jit
+def _load_f32(ptr, mask, MASKED: tl.constexpr):
+    """``tl.load`` as fp32, masked (zeros outside) only when ``MASKED``: unmasked accesses stay vectorised."""
+    if MASKED:
+        x = tl.load(ptr, mask=mask, other=0.0)
+    else:
+        x = tl.load(ptr)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _store(ptr, value, mask, MASKED: tl.constexpr):
+    """``tl.store``, masked only when ``MASKED``."""
+    if MASKED:
+        tl.store(ptr, value, mask=mask)
+    else:
+        tl.store(ptr, value)
+
+
+@triton.jit
 def _decode_kernel(
     Q,  # [B, H, D]
     K,
@@ -364,11 +383,11 @@ def _decode_kernel(
     DV: tl.constexpr,
     BD: tl.constexpr,
     BV: tl.constexpr,
-    EVEN: tl.constexpr,
+    MASKED: tl.constexpr,
 ):
     """One program per (batch·head, BV columns of the state); ``BD ≥ D`` padded to a power of two. Masks only when
-    the tiles overhang (``EVEN``: D = BD and BV divides DV): the step is latency-bound at small batches, where the
-    masked 2-D state access measured ~40 % slower."""
+    the tiles overhang (``MASKED``: D < BD or BV does not divide DV): the step is latency-bound at small batches,
+    where the masked 2-D state access measured ~40 % slower."""
     bh = tl.program_id(0)
     vt = tl.program_id(1)
     h = bh % H
@@ -376,25 +395,16 @@ def _decode_kernel(
     offs_v = vt * BV + tl.arange(0, BV)
     lam = tl.exp2(-tl.load(C + h))
     ptr = bh.to(tl.int64) * D * DV + offs_d[:, None] * DV + offs_v[None, :]
-    if EVEN:
-        q = tl.load(Q + bh * D + offs_d).to(tl.float32)
-        k = tl.load(K + bh * D + offs_d).to(tl.float32)
-        v = tl.load(V + bh * DV + offs_v).to(tl.float32)
-        state = tl.load(S_IN + ptr) * lam + k[:, None] * v[None, :]
-        tl.store(S_OUT + ptr, state)
-        o = tl.sum(q[:, None] * state, axis=0)
-        tl.store(Out + bh * DV + offs_v, o.to(Out.dtype.element_ty))
-    else:
-        dmask = offs_d < D
-        vmask = offs_v < DV
-        smask = dmask[:, None] & vmask[None, :]
-        q = tl.load(Q + bh * D + offs_d, mask=dmask, other=0.0).to(tl.float32)
-        k = tl.load(K + bh * D + offs_d, mask=dmask, other=0.0).to(tl.float32)
-        v = tl.load(V + bh * DV + offs_v, mask=vmask, other=0.0).to(tl.float32)
-        state = tl.load(S_IN + ptr, mask=smask, other=0.0) * lam + k[:, None] * v[None, :]
-        tl.store(S_OUT + ptr, state, mask=smask)
-        o = tl.sum(q[:, None] * state, axis=0)
-        tl.store(Out + bh * DV + offs_v, o.to(Out.dtype.element_ty), mask=vmask)
+    dmask = offs_d < D
+    vmask = offs_v < DV
+    smask = dmask[:, None] & vmask[None, :]
+    q = _load_f32(Q + bh * D + offs_d, dmask, MASKED)
+    k = _load_f32(K + bh * D + offs_d, dmask, MASKED)
+    v = _load_f32(V + bh * DV + offs_v, vmask, MASKED)
+    state = _load_f32(S_IN + ptr, smask, MASKED) * lam + k[:, None] * v[None, :]
+    _store(S_OUT + ptr, state, smask, MASKED)
+    o = tl.sum(q[:, None] * state, axis=0)
+    _store(Out + bh * DV + offs_v, o.to(Out.dtype.element_ty), vmask, MASKED)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -688,6 +698,6 @@ def lightning_attention_decode_triton(
     bd = triton.next_power_of_2(D)
     c = decay.float() * LOG2E if decay.dtype != torch.float32 else decay * LOG2E
     _decode_kernel[(B * H, triton.cdiv(DV, bv))](
-        q, k, v, state, out_state, o, c, H=H, D=D, DV=DV, BD=bd, BV=bv, EVEN=bd == D and DV % bv == 0, num_warps=4
+        q, k, v, state, out_state, o, c, H=H, D=D, DV=DV, BD=bd, BV=bv, MASKED=bd != D or DV % bv != 0, num_warps=4
     )
     return o, out_state
