@@ -24,6 +24,23 @@ def split_indices(n: int, val_size: int | float, seed: int) -> tuple[torch.Tenso
     return order[n_val:].sort().values, order[:n_val].sort().values
 
 
+def subset_indices(indices: torch.Tensor, subset: int | float | None, seed: int) -> torch.Tensor:
+    """A seeded random subset of ``indices`` (``data.train_subset``: a count, or a fraction ≤ 1), sorted; all of
+    them for None."""
+    if subset is None:
+        return indices
+    n = len(indices)
+    fraction = isinstance(subset, float) and subset <= 1
+    count = round(subset * n) if fraction else int(subset)
+    if not 0 < count <= n or (not fraction and count != subset):
+        raise ConfigError(
+            f"data.train_subset={subset} must select between 1 image and the {n} of the training split "
+            f"(a count, or a fraction in (0, 1])"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    return indices[order[:count]].sort().values
+
+
 class ImageClassificationData(L.LightningDataModule):
     """Train / validation / test loaders for labelled images.
 
@@ -45,6 +62,9 @@ class ImageClassificationData(L.LightningDataModule):
         eval_batch_size: validation/test batch size (default: ``batch_size``).
         num_workers: loader worker processes.
         val_size: images held out of the training split for validation (count, or fraction < 1).
+        train_subset: train on this many of the remaining images (count, or fraction ≤ 1), a random subset fixed
+            by ``split_seed``; null: all. For a quick run (``data.train_subset=2000``); validation and test stay
+            whole.
         split_seed: seed of the train/validation split.
         seed: seed of the per-epoch shuffle and of the augmentation.
         augment: random crop (``crop_padding`` px of zero padding) and horizontal flip for training.
@@ -67,6 +87,7 @@ class ImageClassificationData(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         val_size: int | float = 5000,
+        train_subset: int | float | None = None,
         split_seed: int = 0,
         seed: int = 0,
         augment: bool = True,
@@ -76,7 +97,9 @@ class ImageClassificationData(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if in_chans not in (None, 1, 3):
-            raise ConfigError(f"data.in_chans must be 1 or 3 (or null for the native {self.native_chans}), got {in_chans}")
+            raise ConfigError(
+                f"data.in_chans must be 1 or 3 (or null for the native {self.native_chans}), got {in_chans}"
+            )
         in_chans = in_chans or self.native_chans  # saved resolved, like the model's own in_chans
         self.save_hyperparameters()
         self.root = root
@@ -84,6 +107,7 @@ class ImageClassificationData(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.val_size = val_size
+        self.train_subset = train_subset
         self.split_seed = split_seed
         self.seed = seed
         self.augment = augment
@@ -155,6 +179,7 @@ class InMemoryImageData(ImageClassificationData, abc.ABC):
         if stage in (None, "fit", "validate") and self.train_set is None:
             images, labels = self._to_device(*self.load(train=True))
             train_idx, val_idx = split_indices(len(labels), self.val_size, self.split_seed)
+            train_idx = subset_indices(train_idx, self.train_subset, self.split_seed)
             augment = CropFlip(self.crop_padding, 0.5) if self.augment else None
             self.train_set = TensorImageDataset(images[train_idx], labels[train_idx], augment, self.seed)
             self.val_set = TensorImageDataset(images[val_idx], labels[val_idx])
@@ -165,4 +190,3 @@ class InMemoryImageData(ImageClassificationData, abc.ABC):
         if self.device is None:
             return images, labels
         return images.to(self.device), labels.to(self.device)
-

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from tasks.data.base import ImageClassificationData, split_indices
+from tasks.data.base import ImageClassificationData, split_indices, subset_indices
 from zoo.errors import ConfigError, DatasetNotFoundError
 from zoo.registries import DATA
 
@@ -114,6 +114,7 @@ class ImageFolderDataModule(ImageClassificationData):
                     f"data.num_classes={self.expected_classes} but {train_dir} has {self.num_classes} class folders"
                 )
             train_idx, val_idx = split_indices(len(train_view), self.val_size, self.split_seed)
+            train_idx = subset_indices(train_idx, self.train_subset, self.split_seed)
             self.train_set = Subset(train_view, train_idx.tolist())
             self.val_set = Subset(eval_view, val_idx.tolist())
         if stage in (None, "test", "predict") and self.test_set is None:

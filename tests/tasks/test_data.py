@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tasks.data import FashionMNISTDataModule, ImageFolderDataModule
-from tasks.data.base import split_indices
+from tasks.data.base import split_indices, subset_indices
 from tasks.data.idx import read_idx, write_idx
 from tasks.data.tensor_dataset import CropFlip, TensorImageDataset
 from tests.conftest import needs_fashion_mnist
@@ -73,6 +73,26 @@ def test_split_is_seeded_disjoint_and_complete():
     assert not torch.equal(split_indices(100, 0.2, seed=4)[1], val)
     with pytest.raises(ConfigError, match="val_size"):
         split_indices(10, 10, seed=0)
+
+
+def test_train_subset_is_a_seeded_part_of_the_training_split(tmp_path):
+    """data.train_subset: a count or a fraction of the training split (validation and test stay whole), the same
+    images in every run with the same split_seed; bad values name the key."""
+    root = str(fake_fashion_mnist(tmp_path))
+    dm = FashionMNISTDataModule(root=root, val_size=12, train_subset=10)
+    dm.setup("fit")
+    full = FashionMNISTDataModule(root=root, val_size=12)
+    full.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set)) == (10, 12) and torch.equal(dm.val_set.labels, full.val_set.labels)
+    train_idx, _ = split_indices(60, 12, seed=0)
+    chosen = subset_indices(train_idx, 10, seed=0)
+    assert set(chosen.tolist()) <= set(train_idx.tolist()) and torch.equal(chosen, subset_indices(train_idx, 10, 0))
+    assert not torch.equal(chosen, subset_indices(train_idx, 10, seed=1))
+    assert len(subset_indices(train_idx, 0.25, seed=0)) == 12
+    assert torch.equal(subset_indices(train_idx, None, seed=0), train_idx)
+    for bad in (0, 49, 1.5):
+        with pytest.raises(ConfigError, match=r"data\.train_subset"):
+            subset_indices(train_idx, bad, seed=0)
 
 
 def test_crop_flip_is_a_shifted_window_and_deterministic():
