@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.base import BaseTask
+from tasks.base import BaseTask, TrainingBudget
 from tasks.data.tokenizer import ByteTokenizer
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError
@@ -76,6 +76,8 @@ class RLTask(BaseTask):
             otherwise; e.g. ``{eps_high: 4.0}`` for CISPO).
         advantage, advantage_kwargs: ``ADVANTAGE`` name; ``auto`` = ``gae`` for objectives that need values (PPO,
             which then gets a value head on the policy's last hidden state), else ``group_norm``.
+        rollouts: the training budget, in rollout steps (each samples G completions for ``data.prompts_per_step``
+            prompts and takes μ optimizer steps on them); validation runs every ``data.steps_per_epoch`` rollouts.
         group_size: G completions per prompt.
         minibatches, epochs: each rollout batch is split into ``minibatches`` and passed ``epochs`` times: μ =
             minibatches × epochs optimizer steps per rollout (μ > 1 is where the objectives differ).
@@ -109,6 +111,7 @@ class RLTask(BaseTask):
         objective_kwargs: dict[str, Any] | None = None,
         advantage: str = "auto",
         advantage_kwargs: dict[str, Any] | None = None,
+        rollouts: int = 200,
         group_size: int = 8,
         minibatches: int = 4,
         epochs: int = 1,
@@ -143,9 +146,14 @@ class RLTask(BaseTask):
         )
         self.save_hyperparameters()
         self.automatic_optimization = False
-        for key, value, low in (("group_size", group_size, 1), ("minibatches", minibatches, 1), ("epochs", epochs, 1)):
-            if value < low:
-                raise ConfigError(f"rl.{key}={value} must be ≥ {low}")
+        for key, value in {
+            "rollouts": rollouts,
+            "group_size": group_size,
+            "minibatches": minibatches,
+            "epochs": epochs,
+        }.items():
+            if value < 1:
+                raise ConfigError(f"rl.{key}={value} must be ≥ 1")
         check_kwargs(OBJECTIVE.get(objective), dict(objective_kwargs or {}), "rl.objective_kwargs")
         self.objective = OBJECTIVE.build(objective, **dict(objective_kwargs or {}))
         if advantage == "auto":
@@ -163,11 +171,39 @@ class RLTask(BaseTask):
         self.value_head = nn.Linear(self.policy.config.hidden_size, 1) if self.objective.needs_values else None
         self.reference = copy.deepcopy(self.policy).requires_grad_(False) if self.objective.needs_ref else None
         self.register_buffer("warm_started", torch.tensor(False))
+        self.register_buffer("rollouts_done", torch.tensor(0, dtype=torch.long))  # in the checkpoint: resumes count on
         self.best_val_acc = 0.0
 
     # ------------------------------------------------------------------------------------------- setup
     def optimizer_steps_per_batch(self) -> int:
         return self.hparams.minibatches * self.hparams.epochs
+
+    def training_batches(self) -> float:
+        """Rollout steps the run takes: ``rl.rollouts``, or fewer when ``trainer.max_epochs`` ends it first."""
+        budget = float(self.hparams.rollouts)
+        if self.trainer.max_epochs and self.trainer.max_epochs > 0:
+            if self.trainer.train_dataloader is None:
+                self.trainer.fit_loop.setup_data()
+            budget = min(budget, self.trainer.max_epochs * self.trainer.num_training_batches)
+        return budget
+
+    def optimizer_steps_per_epoch(self, total_steps: float) -> float:
+        """An epoch is ``data.steps_per_epoch`` rollouts of μ optimizer steps (what ``warmup_epochs`` counts)."""
+        if self.trainer.train_dataloader is None:
+            self.trainer.fit_loop.setup_data()
+        return self.trainer.num_training_batches * self.optimizer_steps_per_batch()
+
+    def training_budget(self) -> TrainingBudget:
+        """Rollouts done of the run's rollouts (the progress bars count these, not optimizer steps)."""
+        return TrainingBudget("rollout", int(self.rollouts_done), int(self.training_batches()))
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer.max_steps not in (None, -1):
+            raise ConfigError(
+                f"task=rl counts its budget in rollouts: set rl.rollouts={self.trainer.max_steps} instead of "
+                f"trainer.max_steps={self.trainer.max_steps} (which would count optimizer steps, "
+                f"μ = {self.optimizer_steps_per_batch()} per rollout)"
+            )
 
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
         """The policy's parameters (the frozen reference is not trained) and the value head's at
@@ -262,8 +298,18 @@ class RLTask(BaseTask):
         self, problems: list, repeats: int, greedy: bool, seed: int
     ) -> list[tuple[list[int], list[int], list[float]]]:
         """For each problem, ``repeats`` completions: (prompt ids, completion ids incl. EOS if produced, log-probs).
-        Prompts of equal length are batched together (the cached decoder takes no padding)."""
+        Prompts of equal length are batched together (the cached decoder takes no padding). The policy samples in
+        eval mode and is given back in the mode it had."""
+        was_training = self.policy.training
         self.policy.eval()
+        try:
+            return self._generate_eval(problems, repeats, greedy, seed)
+        finally:
+            self.policy.train(was_training)
+
+    def _generate_eval(
+        self, problems: list, repeats: int, greedy: bool, seed: int
+    ) -> list[tuple[list[int], list[int], list[float]]]:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         by_length: dict[int, list[int]] = {}
         prompts = [self._encode(p) for p in problems]
@@ -338,6 +384,7 @@ class RLTask(BaseTask):
             if values is not None:
                 batch["old_values"] = values
             if self.reference is not None:
+                self.reference.eval()  # Lightning puts the whole module back in train mode after validation
                 batch["ref_logprobs"] = self._forward(self.reference, ids)[0]
             batch["advantages"], batch["returns"] = self._advantages(batch)
         return {"batch": batch, "stats": stats}
@@ -363,6 +410,7 @@ class RLTask(BaseTask):
     # ------------------------------------------------------------------------------------------- training
     def training_step(self, problems: list, batch_idx: int) -> None:
         h = self.hparams
+        self.rollouts_done += 1
         result = self.rollout(problems)
         batch, stats = result["batch"], result["stats"]
         for key, value in stats.items():
@@ -421,6 +469,10 @@ class RLTask(BaseTask):
             "length": sum(s[3] for s in scores) / n,
             "count": len(scores),
         }
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if int(self.rollouts_done) >= self.hparams.rollouts:
+            self.trainer.should_stop = True  # Lightning validates, saves last.ckpt and ends fit
 
     def validation_step(self, problems: list, batch_idx: int) -> None:
         self._eval_step(problems, "val")

@@ -24,7 +24,7 @@ RL_TINY = [
     "data.prompts_per_step=4",
     "data.steps_per_epoch=2",
     "data.env_kwargs.eval_size=16",
-    "trainer.max_epochs=1",
+    "rl.rollouts=2",
     "trainer.log_every_n_steps=1",
     "logger=csv",
 ]
@@ -89,7 +89,7 @@ def test_every_objective_trains_and_logs(rl_cfg, tmp_path, objective):
 
 LEARN = [
     "rl.objective=cispo", "data.env_kwargs.digits=1", "data.env_kwargs.eval_size=32", "rl.warm_start_steps=100",
-    "rl.group_size=8", "data.prompts_per_step=16", "data.steps_per_epoch=10", "trainer.max_epochs=4",
+    "rl.group_size=8", "data.prompts_per_step=16", "data.steps_per_epoch=10", "rl.rollouts=40",
     "model.lr=3e-4", "test=false", "trainer.deterministic=true", "trainer.log_every_n_steps=1", "logger=csv",
 ]  # fmt: skip
 LEARN_SEEDS = (0, 1, 2)
@@ -134,7 +134,7 @@ def test_reward_rises_on_one_digit_addition_over_seeds(tmp_path):
 def test_resume_after_an_epoch_is_exact(rl_cfg, tmp_path):
     """2 epochs straight == 1 epoch, stop, ckpt_path=last, 1 more: identical weights and Adam moments (the prompts,
     the rollout samples and the minibatch order depend only on the seed and the step)."""
-    common = ["rl.objective=cispo", "trainer.max_epochs=2", "test=false"]
+    common = ["rl.objective=cispo", "rl.rollouts=4", "test=false"]
     train(rl_cfg(*common, name="straight"))
     stop = ["+callbacks.stop._target_=tests.helpers.StopAfterEpochs", "+callbacks.stop.epochs=1"]
     train(rl_cfg(*common, *stop, name="first"))
@@ -144,6 +144,19 @@ def test_resume_after_an_epoch_is_exact(rl_cfg, tmp_path):
     assert a["global_step"] == b["global_step"] > 0
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_the_budget_is_counted_in_rollouts(rl_cfg, tmp_path):
+    """rl.rollouts=3 with validation every 2: three rollouts of μ = 4 optimizer steps each, the count in the
+    checkpoint, a validation at the end; trainer.max_steps (which would count optimizer steps) is refused."""
+    train(rl_cfg("rl.rollouts=3", "test=false", name="budget"))
+    log = rows(tmp_path / "budget" / "csv" / "metrics.csv")
+    assert len(column(log, "rollout/reward")) == 3
+    assert len(column(log, "val/acc")) == 2  # after rollout 2 (the epoch) and at the end
+    state = torch.load(tmp_path / "budget" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert int(state["state_dict"]["rollouts_done"]) == 3 and state["global_step"] == 12
+    with pytest.raises(ConfigError, match=r"rl\.rollouts=10 instead of trainer\.max_steps=10"):
+        train(rl_cfg("trainer.max_steps=10", name="steps"))
 
 
 def test_ppo_gets_a_value_head_and_grpo_a_frozen_reference(rl_cfg):
