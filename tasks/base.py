@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -11,6 +12,15 @@ from zoo.config import check_kwargs
 from zoo.errors import ConfigError
 from zoo.optim import param_groups
 from zoo.registries import OPTIMIZER, SCHEDULER
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    r"""How far a run is through its budget: ``done`` of ``total`` ``unit``\ s (``"step"``, ``"rollout"``)."""
+
+    unit: str
+    done: int
+    total: int
 
 
 class BaseTask(L.LightningModule):
@@ -61,6 +71,36 @@ class BaseTask(L.LightningModule):
         c = self.optim_config
         return param_groups(self, c["weight_decay"], decay_norm_and_bias=c["decay_norm_and_bias"])
 
+    def training_budget(self) -> TrainingBudget | None:
+        """The budget the progress bars count when the run is limited by steps (``trainer.max_steps``, e.g.
+        ``task=lm``): optimizer steps done of the steps the run will take; None for an epoch budget (the bars then
+        count the batches of each epoch)."""
+        trainer = self._trainer
+        if trainer is None or not trainer.max_steps or trainer.max_steps < 0:
+            return None
+        return TrainingBudget(
+            "step", trainer.global_step, int(min(trainer.max_steps, trainer.estimated_stepping_batches))
+        )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """A ``trainer.max_steps`` budget that ends between validations still ends with one: asking Lightning to
+        stop makes it validate at that step, so the best checkpoint and ``val/*`` reflect the final weights (and
+        ``ModelCheckpoint`` finds its monitored metric)."""
+        trainer = self.trainer
+        if trainer.max_steps and 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+    def training_batches(self) -> float:
+        """Training batches the run takes (Lightning's estimate from ``max_epochs`` / ``max_steps``); times
+        :meth:`optimizer_steps_per_batch` it is the learning-rate schedule's length."""
+        return self.trainer.estimated_stepping_batches
+
+    def optimizer_steps_per_epoch(self, total_steps: float) -> float:
+        """What the schedule's ``*_epochs`` arguments count: ``total_steps / trainer.max_epochs``, or all of
+        ``total_steps`` for a step budget (``warmup_epochs: 0.05`` is then 5 % of the run)."""
+        epochs = self.trainer.max_epochs
+        return total_steps / epochs if epochs and epochs > 0 else total_steps
+
     def optimizer_steps_per_batch(self) -> int:
         """Optimizer steps per training batch (1; RL takes several per rollout), for the schedule's length."""
         return 1
@@ -69,11 +109,10 @@ class BaseTask(L.LightningModule):
         c = self.optim_config
         groups = self.optimizer_param_groups()
         optimizer = OPTIMIZER.build(c["optimizer"], groups, lr=c["lr"], **c["optimizer_kwargs"])
-        total_steps = self.trainer.estimated_stepping_batches * self.optimizer_steps_per_batch()
+        total_steps = self.training_batches() * self.optimizer_steps_per_batch()
         if not math.isfinite(total_steps):
             raise ConfigError("set trainer.max_epochs or trainer.max_steps: the learning-rate schedule needs a length")
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        steps_per_epoch = max(1.0, total_steps / epochs)
+        steps_per_epoch = max(1.0, self.optimizer_steps_per_epoch(total_steps))
         schedule = SCHEDULER.build(
             c["scheduler"],
             optimizer,

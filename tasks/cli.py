@@ -15,6 +15,7 @@ from lightning.pytorch.cli import LightningCLI
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.checkpoint import AtomicCheckpointIO
+from tasks.quiet import quiet_library_noise
 from zoo.registries import DATA, TASK
 
 
@@ -39,6 +40,7 @@ def make_cli(args: list[str] | None = None, *, run: bool = True, **kwargs: Any) 
     import tasks.callbacks  # noqa: F401
     from tasks.base import BaseTask
 
+    quiet_library_noise()
     return ZooCLI(
         BaseTask,
         L.LightningDataModule,

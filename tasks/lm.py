@@ -97,7 +97,9 @@ class LMTask(BaseTask):
         return self._flops_per_token[seq_len]
 
     def configure_callbacks(self) -> list[Callback]:
-        return [TokenThroughputMonitor()] if self.hparams.throughput else []
+        if not self.hparams.throughput or any(isinstance(c, TokenThroughputMonitor) for c in self.trainer.callbacks):
+            return []  # test after fit: the monitor of fit is still attached (Lightning would warn on replacing it)
+        return [TokenThroughputMonitor()]
 
     def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, vocab]``."""

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tasks.checkpoint import AtomicCheckpointIO, resolve_ckpt_path
+from tasks.quiet import quiet_library_noise
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError, RegistryError, find_zoo_error
 from zoo.io import write_json
@@ -93,6 +94,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
         ZooError: an unknown registry name (the message names the config key that set it), a key or value that
             the target does not take, a missing dataset.
     """
+    quiet_library_noise()
     import_modules(cfg.get("imports") or [])
     try:
         plain = _resolve(cfg)

@@ -685,10 +685,11 @@ class TextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self._build()
-        self._save_tokenizer()
 
     def _save_tokenizer(self) -> None:
-        """Write ``tokenizer.json`` beside the checkpoints (the checkpoint callback's folder, else the log folder)."""
+        """Write ``tokenizer.json`` beside the checkpoints (the checkpoint callback's folder, else the log folder).
+        Called when fit asks for its loader: after the callbacks' setup, whose checkpoint callback would otherwise
+        warn about a non-empty folder."""
         trainer = self.trainer
         if trainer is None or self.tokenizer is None:
             return
@@ -728,6 +729,7 @@ class TextDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
         dataset = self._require(self.train_set)
+        self._save_tokenizer()
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = WindowSampler(len(dataset.tokens), self.seq_len, world, rank, self.seed)

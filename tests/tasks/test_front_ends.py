@@ -155,3 +155,53 @@ def test_list_tool(tmp_path):
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert names == ["mca", "mca_e", "mca_s", "mca_t"]
+
+
+#: What a run used to print that tells a user nothing (issue: "a run prints what matters").
+NOISE = (
+    "💡 Tip",  # Lightning's litlogger advertisement
+    "LeafSpec",  # a deprecation inside Lightning's pytree helper
+    "Trainer already configured with model summary",
+    "FLOPs",  # a column of zeros without an example input
+    "eval mode",  # "Found N module(s) in eval mode" (RL's policy after the warm-start evaluation)
+    "could not find the monitored key",  # ModelCheckpoint when a step budget ended between validations
+    "exists and is not empty",  # the LM's tokenizer.json written before ModelCheckpoint's setup
+    "will override existing callbacks",  # the LM's throughput monitor attached again for test
+    "Epoch 0/-2",
+)
+
+LM_SHORT = [
+    "task=lm", "model.config.hidden_size=32", "model.config.num_heads=2", "model.config.num_kv_heads=1",
+    "model.config.head_dim=16", "model.config.intermediate_size=48", "data.max_docs=40", "data.seq_len=64",
+    "data.batch_size=8", "trainer.max_steps=6", "trainer.val_check_interval=4", "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2", "callbacks.progress_bar.interval=0",
+]  # fmt: skip
+RL_SHORT = [
+    "task=rl", "rl.warm_start_steps=5", "rl.group_size=2", "data.prompts_per_step=2", "data.steps_per_epoch=2",
+    "data.env_kwargs.eval_size=8", "rl.rollouts=3", "callbacks.progress_bar.interval=0",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "lines"),
+    [
+        (LM_SHORT, ["step 1/6 (17%)", "step 6/6 (100%)", "validation (epoch 1, step 4): val/loss",
+                    "validation (epoch 1, step 6)"]),
+        (RL_SHORT, ["rollout 1/3 (33%)", "rollout 3/3 (100%)", "validation (epoch 1, rollout 2): val/acc",
+                    "validation (epoch 2, rollout 3)"]),
+    ],
+    ids=["lm", "rl"],
+)  # fmt: skip
+def test_a_short_run_to_a_file_prints_plain_progress_and_no_noise(tmp_path, overrides, lines):
+    """Output to a pipe: one plain line per interval (0 here: every step) and per validation, a final line; exit
+    0; last.ckpt and metrics.json; none of the noise Lightning and PyTorch used to print."""
+    cache = [f"data.cache_dir={tmp_path / 'cache'}"] if overrides[0] == "task=lm" else []
+    result = hydra_run(tmp_path, *overrides, *cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    for line in lines:
+        assert line in output, (line, output[-3000:])
+    for noise in NOISE:
+        assert noise not in output, (noise, output[-3000:])
+    [metrics] = metrics_files(tmp_path)
+    assert (metrics.parent / "checkpoints" / "last.ckpt").is_file()
