@@ -30,3 +30,19 @@ def test_vision_ca_bench_smoke(tmp_path):
     assert rows["mca_s"]["gflops_attention"] > rows["mca_e"]["gflops_attention"] > rows["eca"]["gflops_attention"] > 0
     assert all(r["images_per_s"] > 0 for r in rows.values())
     assert "vs none" in result.stdout
+
+
+def test_cpu_sharing_bench_smoke(tmp_path):
+    """Two tiny runs side by side and one alone: every run finishes and the table compares them."""
+    out = tmp_path / "sharing.json"
+    result = run_tool(
+        str(ROOT / "tools/bench/cpu_sharing.py"),
+        "--steps", "2", "--scenarios", "adaptive:1,fixed:2", "--output", str(out),
+        "--override", "+model.backbone_kwargs.widths=[4,8,8]", "data.batch_size=16", "data.train_subset=64",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["policy"], r["runs_at_once"], len(r["fit_s"])) for r in rows] == [("adaptive", 1, 1), ("fixed", 2, 2)]
+    assert rows[0]["vs_reference"] == 1.0 and all(s > 0 for r in rows for s in r["fit_s"])
+    assert "vs adaptive ×1" in result.stdout

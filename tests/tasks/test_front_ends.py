@@ -24,9 +24,11 @@ def metrics_files(tmp_path: Path) -> list[Path]:
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_the_main_command_runs(tmp_path):
-    """The README's main job, exactly, shortened by fast_dev_run."""
+    """The README's main job, exactly, shortened by fast_dev_run; it prints none of the old noise."""
     result = hydra_run(tmp_path, "task=vision", "model.ca=mca", "trainer.fast_dev_run=true")
     assert result.returncode == 0, result.stderr[-3000:]
+    for noise in NOISE:
+        assert noise not in result.stdout + result.stderr, noise
     [metrics] = metrics_files(tmp_path)
     assert "test/acc" in json.loads(metrics.read_text())
     assert metrics.parent.parent.name == "runs" and metrics.parent.parent.parent.name == "vision"
