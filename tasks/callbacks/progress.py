@@ -146,7 +146,8 @@ class BudgetProgressBar(RichProgressBar):
             budget = TrainingBudget("step", trainer.global_step, int(total) if math.isfinite(total) else 0)
         parts = []
         if budget.unit == "step" and trainer.max_epochs and trainer.max_epochs > 0:
-            parts.append(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+            epoch = min(trainer.current_epoch + 1, trainer.max_epochs)  # (Lightning counts past the last at the end)
+            parts.append(f"epoch {epoch}/{trainer.max_epochs}")
         elapsed = time.monotonic() - self._started
         rate = (budget.done - self._first_step) / elapsed if elapsed > 0 else 0.0
         if budget.total > 0:
