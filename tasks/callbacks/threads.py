@@ -84,11 +84,11 @@ class CpuThreads(Callback):
 
     OpenMP threads busy-wait at every parallel region's barrier, so more threads than free cores is ruinous: two
     100-step runs of the main job side by side on 2 cores fit in 164 s each with 2 threads apiece, 68 s each with
-    this callback, 38 s alone (``tools/bench/cpu_sharing.py``, ``docs/benchmarks.md``). At setup the thread count is capped by the CPUs the process may
-    use (affinity mask, cgroup quota); then, every ``interval`` seconds of training, it is set to the CPUs that
-    other processes leave free (:class:`CpuSampler`, :func:`threads_for`), never above the count the run started
-    with (``OMP_NUM_THREADS`` or ``torch.set_num_threads`` set by the user stay the ceiling). Changes are logged.
-    Runs on accelerators other than the CPU are left alone.
+    this callback, 38 s alone (``tools/bench/cpu_sharing.py``, ``docs/benchmarks.md``). At setup the thread count is
+    capped by the CPUs the process may use (affinity mask, cgroup quota); then, every ``interval`` seconds of
+    training, it is set to the CPUs that other processes leave free (:class:`CpuSampler`, :func:`threads_for`),
+    never above the count the run started with (``OMP_NUM_THREADS`` or ``torch.set_num_threads`` set by the user
+    stay the ceiling). Changes are logged. Runs on accelerators other than the CPU are left alone.
 
     Args:
         interval: seconds between two decisions.
