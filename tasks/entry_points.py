@@ -143,6 +143,7 @@ def generate(argv: list[str] | None = None) -> list[str]:
 
     from tasks.data.tokenizer import tokenizer_from_checkpoint
     from tasks.lm import LMTask
+    from zoo.generation import generate as generate_tokens
 
     parser = argparse.ArgumentParser(prog="zoo-generate", description="Sample from a task=lm checkpoint.")
     parser.add_argument("checkpoint", help="a .ckpt file written by tools/train.py task=lm")
@@ -165,8 +166,8 @@ def generate(argv: list[str] | None = None) -> list[str]:
     prompt = torch.tensor([ids] * args.num_samples, device=args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     start = time.perf_counter()
-    out = model.generate(
-        prompt, args.max_new_tokens, args.temperature, args.top_p, eos=tokenizer.eos_id, generator=generator
+    out = generate_tokens(
+        model, prompt, args.max_new_tokens, args.temperature, args.top_p, eos=tokenizer.eos_id, generator=generator
     )
     seconds = time.perf_counter() - start
     texts = []

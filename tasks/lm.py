@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric, MinMetric
 from torchmetrics.text import Perplexity
 
 from tasks.base import BaseTask
+from zoo.models import check_causal_lm
 from zoo.registries import MODEL, TASK
 
 IGNORE_INDEX = -100
@@ -31,7 +32,8 @@ class TokenThroughputMonitor(ThroughputMonitor):
 
 @TASK.register("lm")
 class LMTask(BaseTask):
-    """Causal language modelling with any ``MODEL`` (default: the MiniMax-style :class:`~zoo.models.HybridLM`).
+    """Causal language modelling with any ``MODEL`` of the causal-LM protocol (:class:`~zoo.models.CausalLM`;
+    default: the MiniMax-style :class:`~zoo.models.HybridLM`).
 
     Loss: ``CE(logits, labels) + Σ_MoE-layers (aux_coef · L_aux + z_coef · L_z)``, labels ``-100`` ignored. Batches
     are ``{"input_ids": [B, T], "labels": [B, T], "cu_seqlens": int32 [N+1]}`` (see :mod:`tasks.data.text`):
@@ -76,7 +78,7 @@ class LMTask(BaseTask):
             decay_norm_and_bias=decay_norm_and_bias,
         )
         self.save_hyperparameters()
-        self.model = MODEL.build(arch, dict(config or {}))
+        self.model = check_causal_lm(MODEL.build(arch, dict(config or {})))
         self._forward = torch.compile(self.model) if compile else self.model
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.test_ppl = Perplexity(ignore_index=IGNORE_INDEX)
@@ -84,17 +86,6 @@ class LMTask(BaseTask):
         self.test_loss = MeanMetric()
         self.val_loss_best = MinMetric()
         self.flops_per_batch: int | None = None
-        self._flops_per_token: dict[int, float] = {}  # by sequence length (building the count is not free)
-
-    def flops_per_token(self, seq_len: int) -> float | None:
-        """Training FLOPs per token at ``seq_len`` for MFU (None for models other than :class:`HybridLM`)."""
-        from zoo.models.hybrid_lm import HybridLM, training_flops_per_token
-
-        if not isinstance(self.model, HybridLM):
-            return None
-        if seq_len not in self._flops_per_token:
-            self._flops_per_token[seq_len] = training_flops_per_token(self.model.config, seq_len)
-        return self._flops_per_token[seq_len]
 
     def configure_callbacks(self) -> list[Callback]:
         if not self.hparams.throughput or any(isinstance(c, TokenThroughputMonitor) for c in self.trainer.callbacks):
@@ -110,7 +101,7 @@ class LMTask(BaseTask):
         ce = F.cross_entropy(
             logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE_INDEX, reduction="mean"
         )
-        return logits, ce, self.model.moe_loss() if hasattr(self.model, "moe_loss") else None
+        return logits, ce, self.model.moe_loss()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, ce, aux = self._step(batch)
@@ -120,12 +111,12 @@ class LMTask(BaseTask):
         self.log("train/ppl", torch.exp(ce.detach()), batch_size=B)
         if aux is not None:
             self.log("train/aux_loss", aux.detach(), batch_size=B)
-        if self.hparams.log_expert_load and hasattr(self.model, "moe_stats"):
+        if self.hparams.log_expert_load:
             stats = self.model.moe_stats()
             if stats:
                 self.log("moe/max_load", stats["expert_load"].max(dim=-1).values.mean(), batch_size=B)
                 self.log("moe/dropped", stats["dropped_fraction"], batch_size=B)
-        flops = self.flops_per_token(batch["input_ids"].shape[1])
+        flops = self.model.flops_per_token(batch["input_ids"].shape[1])
         if flops is not None:
             self.flops_per_batch = int(flops * batch["input_ids"].numel())
         return loss

@@ -29,6 +29,8 @@ from tasks.base import BaseTask, TrainingBudget
 from tasks.data.tokenizer import ByteTokenizer
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError
+from zoo.generation import generate
+from zoo.models import check_causal_lm
 from zoo.optim import param_groups
 from zoo.registries import ADVANTAGE, MODEL, OBJECTIVE, TASK
 
@@ -164,11 +166,11 @@ class RLTask(BaseTask):
         if self.objective.needs_values and advantage != "gae":
             raise ConfigError(f"rl.objective={objective} trains a value function: use rl.advantage=gae (or auto)")
         self.tokenizer = ByteTokenizer()
-        self.policy = MODEL.build(arch, dict(config or {}))
-        vocab = self.policy.config.vocab_size
+        self.policy = check_causal_lm(MODEL.build(arch, dict(config or {})))
+        vocab = self.policy.vocab_size
         if vocab < self.tokenizer.vocab_size:
             raise ConfigError(f"model.config.vocab_size={vocab} is smaller than the byte tokenizer's 257")
-        self.value_head = nn.Linear(self.policy.config.hidden_size, 1) if self.objective.needs_values else None
+        self.value_head = nn.Linear(self.policy.hidden_size, 1) if self.objective.needs_values else None
         self.reference = copy.deepcopy(self.policy).requires_grad_(False) if self.objective.needs_ref else None
         self.register_buffer("warm_started", torch.tensor(False))
         self.register_buffer("rollouts_done", torch.tensor(0, dtype=torch.long))  # in the checkpoint: resumes count on
@@ -320,8 +322,8 @@ class RLTask(BaseTask):
         for length in sorted(by_length):
             members = by_length[length]
             batch = torch.tensor([prompts[i] for i in members for _ in range(repeats)], device=self.device)
-            out, logprobs = self.policy.generate(
-                batch, self.budget(), temperature=0.0 if greedy else self.hparams.temperature,
+            out, logprobs = generate(
+                self.policy, batch, self.budget(), temperature=0.0 if greedy else self.hparams.temperature,
                 top_p=self.hparams.top_p, eos=eos, generator=generator, return_logprobs=True,
             )  # fmt: skip
             new, logprobs = out[:, length:].tolist(), logprobs.tolist()

@@ -1,4 +1,4 @@
-"""Whole networks, registered in ``MODEL``.
+"""Whole networks, registered in ``MODEL``, and the causal-LM protocol the tasks rely on.
 
 =============== ==================================================================================================
 name            model
@@ -7,10 +7,103 @@ name            model
                 with residual factors, untied LM head, cached generation (:class:`HybridLM`)
 =============== ==================================================================================================
 
-Contract: ``cls(config: dict | dataclass, *, device=None, dtype=None)``; ``model(input_ids [B, T], *,
-cu_seqlens=None, cache=None) → logits [B, T, vocab]``.
+Construction: ``cls(config: dict | dataclass, *, device=None, dtype=None)``.
+
+**The causal-LM protocol** (:class:`CausalLM`) is everything ``task=lm``, ``task=rl`` (and the parallelism and
+generation code) may call on a model; a third-party ``MODEL`` that implements it works in every task. Tasks call
+:func:`check_causal_lm` when they build one, so a missing method is reported by name at construction.
 """
 
-from zoo.models.hybrid_lm import GenerationCache, HybridLM, HybridLMConfig, sample_token, training_flops_per_token
+from __future__ import annotations
 
-__all__ = ["GenerationCache", "HybridLM", "HybridLMConfig", "sample_token", "training_flops_per_token"]
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from zoo.errors import ConfigError
+from zoo.generation import sample_token
+from zoo.models.hybrid_lm import GenerationCache, HybridLM, HybridLMConfig, training_flops_per_token
+
+
+@runtime_checkable
+class CausalLM(Protocol):
+    """What a task may call on a causal language model (all tensors on the model's device).
+
+    Shapes: ``input_ids`` ``[B, T]`` int64; ``cu_seqlens`` int32 ``[N+1]`` offsets over the flattened ``B·T`` tokens
+    (the batch is then one packed stream of N documents and no token attends across a boundary); hidden states
+    ``[B, T, hidden_size]``; logits ``[B, T, vocab_size]``.
+    """
+
+    vocab_size: int
+    hidden_size: int
+
+    def forward(
+        self, input_ids: torch.Tensor, *, cu_seqlens: torch.Tensor | None = None, cache: Any = None
+    ) -> torch.Tensor:
+        """Logits. With a ``cache`` (from :meth:`new_cache`) the tokens continue the cached ones and the cache is
+        updated in place (prefill, then ``[B, 1]`` decode steps)."""
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, *, cu_seqlens: torch.Tensor | None = None, cache: Any = None
+    ) -> torch.Tensor:
+        """The final hidden states, before the head (for value heads and fused losses)."""
+
+    def forward_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits ``[..., vocab_size]`` from hidden states ``[..., hidden_size]``."""
+
+    def new_cache(self) -> Any:
+        """An empty generation cache for :meth:`forward`'s ``cache`` argument."""
+
+    def blocks(self) -> list[nn.Module]:
+        """The repeated layers, in order: the units of sharding (FSDP) and activation checkpointing."""
+
+    def input_embeddings(self) -> nn.Module:
+        """The token embedding (its own FSDP unit)."""
+
+    def output_layers(self) -> list[nn.Module]:
+        """The modules after the blocks (final norm, head), sharded as one unit."""
+
+    def moe_layers(self) -> list[nn.Module]:
+        """The MoE feed-forward modules (each with ``.experts``; expert parallelism places these); [] if none."""
+
+    def moe_loss(self) -> torch.Tensor | None:
+        """The MoE layers' weighted auxiliary losses of the last forward, summed (None without MoE)."""
+
+    def moe_stats(self) -> dict[str, torch.Tensor]:
+        """Per-expert statistics of the last forward (``expert_load`` ``[layers, E]``, ``dropped_fraction``); {}
+        without MoE."""
+
+    def flops_per_token(self, seq_len: int) -> float | None:
+        """Training (forward + backward) FLOPs per token at ``seq_len`` for MFU; None if unknown."""
+
+
+PROTOCOL_METHODS = (
+    "forward", "hidden_states", "forward_head", "new_cache", "blocks", "input_embeddings", "output_layers",
+    "moe_layers", "moe_loss", "moe_stats", "flops_per_token",
+)  # fmt: skip
+PROTOCOL_ATTRIBUTES = ("vocab_size", "hidden_size")
+
+
+def check_causal_lm(model: Any, key: str = "model.arch") -> Any:
+    """``model`` if it implements :class:`CausalLM`; otherwise a :class:`~zoo.errors.ConfigError` naming ``key``
+    and what is missing."""
+    missing = [name for name in PROTOCOL_METHODS if not callable(getattr(model, name, None))]
+    missing += [name for name in PROTOCOL_ATTRIBUTES if not isinstance(getattr(model, name, None), int)]
+    if missing:
+        raise ConfigError(
+            f"{key}: {type(model).__name__} is not a causal LM of the model protocol (zoo.models.CausalLM); it lacks "
+            f"{', '.join(missing)}"
+        )
+    return model
+
+
+__all__ = [
+    "CausalLM",
+    "GenerationCache",
+    "HybridLM",
+    "HybridLMConfig",
+    "check_causal_lm",
+    "sample_token",
+    "training_flops_per_token",
+]

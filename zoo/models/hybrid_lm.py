@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.attention.hybrid import hybrid_layout
+from zoo.attention.hybrid import AttentionSpec, attention_specs
 from zoo.layers.norm import RMSNorm
 from zoo.registries import ATTENTION, FFN, MODEL
 
@@ -42,7 +42,9 @@ class HybridLMConfig:
         vocab_size: token ids ``[0, vocab_size)``.
         hidden_size: model width d.
         num_layers: L.
-        attention: hybrid pattern (``"LLLLLLLS"`` repeated: L lightning, S softmax) or one entry per layer.
+        attention: the layout of token mixers (:mod:`zoo.attention.hybrid`): a pattern of letters repeated
+            (``"LLLLLLLS"``: L lightning, S softmax), or one entry per layer — a letter, an ``ATTENTION`` name, or
+            ``{name, alpha, beta, **kwargs}`` for any registered attention with its own arguments and factors.
         num_heads: attention heads (both types).
         num_kv_heads: key/value heads of the softmax layers (GQA; default ``num_heads``).
         head_dim: D (default ``hidden_size // num_heads``).
@@ -72,7 +74,7 @@ class HybridLMConfig:
     vocab_size: int = 257
     hidden_size: int = 128
     num_layers: int = 4
-    attention: str | list[str] = "LLLS"
+    attention: str | list[Any] = "LLLS"
     num_heads: int = 4
     num_kv_heads: int | None = None
     head_dim: int | None = None
@@ -121,9 +123,27 @@ class HybridLMConfig:
         return dataclasses.asdict(self)
 
     @property
+    def attention_specs(self) -> list[AttentionSpec]:
+        """Each layer's token mixer: name, own kwargs, residual factors."""
+        return attention_specs(self.attention, self.num_layers)
+
+    @property
     def attention_layout(self) -> list[str]:
         """The ``ATTENTION`` name of each layer."""
-        return hybrid_layout(self.attention, self.num_layers)
+        return [spec.name for spec in self.attention_specs]
+
+    def attention_kwargs(self, spec: AttentionSpec) -> dict[str, Any]:
+        """What the model passes a layer's attention besides ``(dim, num_heads, layer_idx, num_layers)``: the
+        model-level options of the built-in types, then the layer's own kwargs (which win). A third-party
+        attention gets only its own."""
+        shared: dict[str, Any] = {}
+        if spec.name == "lightning":
+            shared = {"head_dim": self.head_dim, "norm_eps": self.lightning_norm_eps,
+                      "decay_convention": self.decay_convention, "backend": self.attention_backend}  # fmt: skip
+        elif spec.name == "softmax":
+            shared = {"head_dim": self.head_dim, "num_kv_heads": self.num_kv_heads,
+                      "rope_fraction": self.rope_fraction, "rope_theta": self.rope_theta}  # fmt: skip
+        return {**shared, **spec.kwargs}
 
     @property
     def ffn_layout(self) -> list[str]:
@@ -147,14 +167,19 @@ class HybridLMConfig:
             FFN.get(name)  # raises with the valid names
         return names
 
-    def residual_factors(self, kind: str) -> tuple[float, float]:
-        """(α, β) of an ``attention name`` or ``"ffn"`` sub-layer."""
+    def residual_factors(self, kind: str | AttentionSpec) -> tuple[float, float]:
+        """(α, β) of a layer's attention (its :class:`AttentionSpec`, or a name) or of ``"ffn"``: the spec's own
+        factors, else the model's for that type (``lightning_alpha``, …), else ``(2L)^{1/4}`` (post-norm) or 1 and
+        β = 1."""
+        spec = kind if isinstance(kind, AttentionSpec) else AttentionSpec(kind)
         default_alpha = (2 * self.num_layers) ** 0.25 if self.norm == "post" else 1.0
         alpha, beta = {
             "lightning": (self.lightning_alpha, self.lightning_beta),
             "softmax": (self.softmax_alpha, self.softmax_beta),
             "ffn": (self.ffn_alpha, self.ffn_beta),
-        }.get(kind, (None, 1.0))
+        }.get(spec.name, (None, 1.0))
+        alpha = spec.alpha if spec.alpha is not None else alpha
+        beta = spec.beta if spec.beta is not None else beta
         return (default_alpha if alpha is None else float(alpha)), float(beta)
 
 
@@ -167,18 +192,12 @@ class DecoderLayer(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.layer_idx = layer_idx
         self.postnorm = c.norm == "post"
-        self.attention_type = c.attention_layout[layer_idx]
+        spec = c.attention_specs[layer_idx]
+        self.attention_type = spec.name
         self.ffn_type = c.ffn_layout[layer_idx]
-        attn_kwargs: dict[str, Any] = {"head_dim": c.head_dim}
-        if self.attention_type == "lightning":
-            attn_kwargs.update(
-                norm_eps=c.lightning_norm_eps, decay_convention=c.decay_convention, backend=c.attention_backend
-            )
-        elif self.attention_type == "softmax":
-            attn_kwargs.update(num_kv_heads=c.num_kv_heads, rope_fraction=c.rope_fraction, rope_theta=c.rope_theta)
         self.self_attn = ATTENTION.build(
-            self.attention_type, c.hidden_size, c.num_heads, layer_idx=layer_idx, num_layers=c.num_layers,
-            **attn_kwargs, **factory,
+            spec.name, c.hidden_size, c.num_heads, layer_idx=layer_idx, num_layers=c.num_layers,
+            **c.attention_kwargs(spec), **factory,
         )  # fmt: skip
         if self.ffn_type == "moe":
             self.mlp = FFN.build(
@@ -191,7 +210,7 @@ class DecoderLayer(nn.Module):
             )
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, **factory)
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, **factory)
-        self.attn_alpha, self.attn_beta = c.residual_factors(self.attention_type)
+        self.attn_alpha, self.attn_beta = c.residual_factors(spec)
         self.mlp_alpha, self.mlp_beta = c.residual_factors("ffn")
 
     def extra_repr(self) -> str:
@@ -298,6 +317,33 @@ class HybridLM(nn.Module):
                 active += n
         return {"total": total, "embedding": embedding, "lm_head": head, "active": active}
 
+    # ----------------------------------------------------------------------------------------------- protocol
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def blocks(self) -> list[nn.Module]:
+        """The decoder layers: the units of sharding and activation checkpointing."""
+        return list(self.model.layers)
+
+    def input_embeddings(self) -> nn.Module:
+        return self.model.embed_tokens
+
+    def output_layers(self) -> list[nn.Module]:
+        """The final norm and the LM head (one FSDP unit)."""
+        return [self.model.norm, self.lm_head]
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training (forward + backward) FLOPs per token at ``seq_len`` (:func:`training_flops_per_token`)."""
+        cache = self.__dict__.setdefault("_flops_per_token", {})
+        if seq_len not in cache:
+            cache[seq_len] = training_flops_per_token(self.config, seq_len)
+        return cache[seq_len]
+
     # ----------------------------------------------------------------------------------------------- forward
     def forward_head(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``[..., vocab]`` from final hidden states ``[..., d]`` (fp32 when ``lm_head_fp32``)."""
@@ -364,7 +410,6 @@ class HybridLM(nn.Module):
     def new_cache(self) -> GenerationCache:
         return GenerationCache(self.model.layers)
 
-    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
@@ -376,58 +421,13 @@ class HybridLM(nn.Module):
         generator: torch.Generator | None = None,
         return_logprobs: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Sample ``max_new_tokens`` after the prompts ``input_ids`` ``[B, T0]`` (same length, no padding).
+        """:func:`zoo.generation.generate` on this model (kept for users who call it as a method)."""
+        from zoo.generation import generate
 
-        The prompt is prefilled once through the chunked kernels (the lightning states and softmax KV go into a
-        :class:`GenerationCache`), then each token is one decode step. ``temperature = 0`` is greedy; ``top_p < 1``
-        samples from the nucleus. A sequence that produced ``eos`` keeps producing ``eos``, and generation stops
-        when every sequence has.
-
-        Returns:
-            ``[B, T0 + n]`` token ids (n ≤ ``max_new_tokens``); with ``return_logprobs`` also ``[B, n]`` fp32
-            log-probabilities of the sampled tokens under the temperature-1 distribution (0 after ``eos``).
-        """
-        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"input_ids must be [B, T0] with T0 ≥ 1, got {tuple(input_ids.shape)}")
-        cache = self.new_cache()
-        logits = self(input_ids, cache=cache)[:, -1]
-        tokens, logprobs = [input_ids], []
-        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for i in range(max_new_tokens):
-            next_token = sample_token(logits, temperature, top_p, generator)
-            logp = torch.log_softmax(logits.float(), -1).gather(-1, next_token[:, None])[:, 0]
-            if eos is not None:
-                next_token = torch.where(finished, torch.full_like(next_token, eos), next_token)
-                logp = torch.where(finished, torch.zeros_like(logp), logp)
-                finished |= next_token == eos
-            tokens.append(next_token[:, None])
-            logprobs.append(logp)
-            if (eos is not None and bool(finished.all())) or i == max_new_tokens - 1:
-                break
-            logits = self(next_token[:, None], cache=cache)[:, -1]
-        out = torch.cat(tokens, dim=1)
-        if return_logprobs:
-            lp = torch.stack(logprobs, 1) if logprobs else out.new_zeros(out.shape[0], 0, dtype=torch.float32)
-            return out, lp
-        return out
-
-
-def sample_token(
-    logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """One token per row of ``logits`` ``[B, V]``: greedy when ``temperature == 0``, else softmax(logits / T)
-    restricted to the smallest set of tokens whose probability reaches ``top_p`` (nucleus sampling)."""
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"need temperature ≥ 0 and 0 < top_p ≤ 1, got {temperature}, {top_p}")
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, -1)
-    if top_p < 1:
-        sorted_probs, order = probs.sort(-1, descending=True)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p  # the first token always stays
-        sorted_probs = sorted_probs * keep
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+        return generate(
+            self, input_ids, max_new_tokens, temperature, top_p, eos, generator=generator,
+            return_logprobs=return_logprobs,
+        )  # fmt: skip
 
 
 def training_flops_per_token(config: HybridLMConfig, seq_len: int) -> float:
@@ -449,11 +449,4 @@ def training_flops_per_token(config: HybridLMConfig, seq_len: int) -> float:
     return flops
 
 
-__all__ = [
-    "DecoderLayer",
-    "GenerationCache",
-    "HybridLM",
-    "HybridLMConfig",
-    "sample_token",
-    "training_flops_per_token",
-]
+__all__ = ["DecoderLayer", "GenerationCache", "HybridLM", "HybridLMConfig", "training_flops_per_token"]
