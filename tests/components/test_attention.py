@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from zoo.attention import (
+    AttentionSpec,
     KVCache,
     LightningAttention,
     LightningCache,
-    SoftmaxAttention,
     alibi_slopes,
+    attention_specs,
     decay_rates,
     hybrid_layout,
 )
@@ -142,22 +143,16 @@ def test_rope_rotates_only_its_fraction_and_is_relative():
     torch.testing.assert_close((rq[0, 3] * rk[0, 1]).sum(), (rq[0, 4] * rk[0, 2]).sum())
 
 
-def test_hybrid_layout_and_builder():
+def test_hybrid_layout_letters_names_and_specs():
     layout = hybrid_layout("LLLLLLLS", 80)
     assert [i for i, n in enumerate(layout) if n == "softmax"] == list(range(7, 80, 8))
     assert layout.count("lightning") == 70
     assert hybrid_layout(["L", "softmax", "lightning"], 3) == ["lightning", "softmax", "lightning"]
     assert hybrid_layout("LS", 3) == ["lightning", "softmax", "lightning"]
-    assert isinstance(build("hybrid", layer_idx=7, pattern="LLLLLLLS"), SoftmaxAttention)
-    layer = build(
-        "hybrid",
-        layer_idx=3,
-        pattern="LLLLLLLS",
-        lightning_kwargs={"norm_eps": 1e-5},
-        softmax_kwargs={"num_kv_heads": 2},
-    )
-    assert isinstance(layer, LightningAttention) and layer.norm.eps == 1e-5
-    assert build("hybrid", layer_idx=7, softmax_kwargs={"num_kv_heads": 2}).num_kv_heads == 2
+    specs = attention_specs(["L", {"name": "S", "num_kv_heads": 1, "alpha": 1.5}, {"name": "softmax"}], 3)
+    assert specs[1] == AttentionSpec("softmax", {"num_kv_heads": 1}, alpha=1.5)
+    assert specs[2] == AttentionSpec("softmax") and specs[0] == AttentionSpec("lightning")
+    assert "hybrid" not in ATTENTION  # one hybrid mechanism: the layout
 
 
 @pytest.mark.parametrize(
@@ -168,6 +163,7 @@ def test_hybrid_layout_and_builder():
         ("", 8, "pattern is empty"),
         (["L", "S"], 3, "one entry per layer: got 2 for 3"),
         (["L", "mamba", "S"], 3, "layer 1: unknown attention 'mamba'; valid: L, S or one of lightning, softmax"),
+        (["L", {"kind": "S"}, "S"], 3, "layer 1: an attention mapping needs a 'name'"),
     ],
 )
 def test_hybrid_layout_errors(pattern, layers, message):

@@ -157,3 +157,35 @@ def test_minimax_text_01_parameter_count_on_meta():
     assert round(counts["total"] / 1e9, 2) == 456.09
     assert counts["active"] == 45_944_920_064
     assert counts["embedding"] == counts["lm_head"] == 200064 * 6144
+
+
+def test_a_third_party_attention_in_the_stack_with_its_own_kwargs_and_factors():
+    """Layer 1 is a mixer registered outside the zoo, with its own argument and residual factors; layer 2 a softmax
+    layer with its own KV heads. The layer computes α·u + β·Attn(u) with those factors, and cached greedy decoding
+    through every layer type equals the uncached argmax."""
+    import tests.toy_lm  # noqa: F401  (registers toy_causal_mean)
+
+    torch.manual_seed(0)
+    layout = [
+        "L",
+        {"name": "toy_causal_mean", "alpha": 1.25, "beta": 0.5, "scale": 2.0},
+        {"name": "S", "num_kv_heads": 1},
+    ]
+    config = {"hidden_size": 32, "num_heads": 2, "num_layers": 3, "attention": layout, "intermediate_size": 48,
+              "num_experts": 2, "top_k": 1}  # fmt: skip
+    model = HybridLM(config).double().eval()
+    toy, soft = model.model.layers[1], model.model.layers[2]
+    assert type(toy.self_attn).__name__ == "ToyCausalMean" and toy.self_attn.scale == 2.0
+    assert (toy.attn_alpha, toy.attn_beta) == (1.25, 0.5) and soft.self_attn.num_kv_heads == 1
+    h = torch.randn(2, 5, 32, dtype=torch.float64)
+    u = toy.input_layernorm(h)
+    h1 = 1.25 * u + 0.5 * toy.self_attn(u)
+    u1 = toy.post_attention_layernorm(h1)
+    expected = toy.mlp_alpha * u1 + toy.mlp(u1)
+    torch.testing.assert_close(toy(h), expected)
+    prompt = torch.randint(0, 257, (2, 4))
+    out = model.generate(prompt, 5, temperature=0.0)
+    ids = prompt
+    for _ in range(5):
+        ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, ids)

@@ -117,6 +117,11 @@ def config_to_hf(config: HybridLMConfig) -> Any:
         problems.append(f"lightning_norm_eps={c.lightning_norm_eps}: the port hard-codes 1e-6")
     if (c.moe_kwargs or {}).get("aux_loss_type", "switch") not in ("switch",):
         problems.append("moe_kwargs.aux_loss_type: the port's aux loss is the switch form")
+    for i, spec in enumerate(c.attention_specs):
+        if spec.name not in LAYER_TYPES:
+            problems.append(f"attention layer {i} is '{spec.name}': the port has only {', '.join(LAYER_TYPES)}")
+        elif spec.kwargs or spec.alpha is not None or spec.beta is not None:
+            problems.append(f"attention layer {i} has its own arguments or residual factors: the port shares them")
     if problems:
         raise ValueError("cannot express this model in transformers' MiniMax: " + "; ".join(problems))
     alpha = {k: c.residual_factors(k) for k in ("lightning", "softmax", "ffn")}
