@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +114,11 @@ def capacity_mask(top_k_index: torch.Tensor, num_experts: int, capacity: int) ->
 
 
 def load_balancing_loss(
-    probs: torch.Tensor, top_k_index: torch.Tensor, num_experts: int, kind: str = "switch"
+    probs: torch.Tensor,
+    top_k_index: torch.Tensor,
+    num_experts: int,
+    kind: str = "switch",
+    group: Any = None,
 ) -> torch.Tensor:
     """The unweighted load-balancing loss of one layer's routing.
 
@@ -130,13 +135,23 @@ def load_balancing_loss(
         top_k_index: ``[N, k]`` chosen experts.
         num_experts: E.
         kind: ``"switch"``, ``"gshard"`` or ``"paper"``.
+        group: a process group: ``f`` counts the tokens of every rank in it (summed counts over summed tokens),
+            ``P`` stays this rank's (see :func:`zoo.parallel.use_global_router_statistics`).
 
     Returns:
         a scalar in ``probs``' dtype, differentiable w.r.t. ``probs`` (``f`` is a count).
     """
     if kind not in AUX_LOSS_TYPES:
         raise ValueError(f"Unknown aux_loss_type '{kind}'. Valid choices: {', '.join(AUX_LOSS_TYPES)}.")
-    f = _expert_counts(top_k_index.reshape(-1), num_experts).to(probs.dtype) / probs.shape[0]
+    counts = _expert_counts(top_k_index.reshape(-1), num_experts).to(probs.dtype)
+    tokens = torch.full((1,), float(probs.shape[0]), dtype=probs.dtype, device=probs.device)
+    if group is not None:
+        import torch.distributed as dist
+
+        totals = torch.cat([counts, tokens])
+        dist.all_reduce(totals, group=group)
+        counts, tokens = totals[:-1], totals[-1:]
+    f = counts / tokens
     dot = (f * probs.mean(0)).sum()
     return dot * num_experts if kind == "switch" else dot / num_experts
 
@@ -399,6 +414,7 @@ class MoE(nn.Module):
         self.experts = MoEExperts(num_experts, dim, hidden_dim, **factory)
         self.reset_parameters()
         self.aux_loss: torch.Tensor | None = None
+        self.balance_group: Any = None  # a process group: global router statistics (zoo.parallel)
         self.z_loss: torch.Tensor | None = None
         self.loss: torch.Tensor | None = None
         self.expert_load: torch.Tensor | None = None
@@ -459,7 +475,7 @@ class MoE(nn.Module):
             self.router_prob_mean = probs.sum(0)
             return x.clone().reshape(shape)
         self.router_prob_mean = probs.mean(0)
-        self.aux_loss = load_balancing_loss(probs, index, self.num_experts, self.aux_loss_type)
+        self.aux_loss = load_balancing_loss(probs, index, self.num_experts, self.aux_loss_type, self.balance_group)
         self.z_loss = router_z_loss(logits)
         self.loss = self.aux_loss_coef * self.aux_loss + self.z_loss_coef * self.z_loss
         with torch.no_grad():

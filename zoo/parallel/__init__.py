@@ -1,0 +1,28 @@
+"""Parallelism applied from outside single-device models (torchtitan's principle): functions that take a built
+causal LM of the model protocol (:class:`zoo.models.CausalLM`) and a device mesh, in torchtitan's order —
+activation checkpointing per block, then FSDP2 per block, the embedding, the output layers, the root.
+
+============================== ====================================================================================
+function                       what it does
+============================== ====================================================================================
+:func:`apply_activation_checkpointing`  recompute each block (``full``) or every other one (``selective``) in backward
+:func:`apply_fsdp`             ``fully_shard`` each block, the embedding, ``[norm, head]`` together, then the root
+:func:`use_global_router_statistics` the MoE load-balancing loss counts the tokens of every data-parallel rank
+:class:`ParallelPlan`          the options of a run (``strategy.*`` in the Hydra config), applied by
+                               :func:`parallelize`
+============================== ====================================================================================
+"""
+
+from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing
+from zoo.parallel.fsdp import apply_fsdp
+from zoo.parallel.plan import ParallelPlan, parallelize
+from zoo.parallel.router import use_global_router_statistics
+
+__all__ = [
+    "AC_MODES",
+    "ParallelPlan",
+    "apply_activation_checkpointing",
+    "apply_fsdp",
+    "parallelize",
+    "use_global_router_statistics",
+]

@@ -1,0 +1,51 @@
+"""FSDP2 (``torch.distributed.fsdp.fully_shard``) on a causal LM of the model protocol."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+
+def apply_fsdp(
+    model: Any,
+    mesh: DeviceMesh,
+    *,
+    param_dtype: torch.dtype | None = None,
+    reduce_dtype: torch.dtype | None = torch.float32,
+    reshard_after_forward: bool = True,
+    cpu_offload: bool = False,
+) -> Any:
+    """Shard ``model`` over the 1-D data-parallel ``mesh``, in place, in torchtitan's order: the token embedding,
+    each of ``model.blocks()`` (after any activation checkpointing, so the all-gather is outside the recompute),
+    ``model.output_layers()`` as one unit that keeps its parameters after forward (they are needed again first in
+    backward), then the root (whatever is left, e.g. a value head).
+
+    Args:
+        param_dtype: compute dtype of the gathered parameters (bf16 on GPUs; None keeps the stored dtype).
+        reduce_dtype: dtype of the gradient reduce-scatter (fp32).
+        reshard_after_forward: free the gathered block parameters after forward (re-gather in backward).
+        cpu_offload: keep the sharded parameters, gradients and optimizer state in CPU memory.
+
+    Returns:
+        ``model`` (now an ``FSDPModule``; its parameters are ``DTensor`` shards).
+    """
+    options: dict[str, Any] = {"mesh": mesh, "mp_policy": MixedPrecisionPolicy(param_dtype, reduce_dtype)}
+    if cpu_offload:
+        options["offload_policy"] = CPUOffloadPolicy()
+    fully_shard(model.input_embeddings(), reshard_after_forward=reshard_after_forward, **options)
+    for block in model.blocks():
+        fully_shard(_wrapped_or_self(model, block), reshard_after_forward=reshard_after_forward, **options)
+    fully_shard(model.output_layers(), reshard_after_forward=False, **options)
+    fully_shard(model, reshard_after_forward=reshard_after_forward, **options)
+    return model
+
+
+def _wrapped_or_self(model: Any, block: Any) -> Any:
+    """The checkpoint wrapper around ``block`` if activation checkpointing wrapped it, else the block."""
+    for module in model.modules():
+        if getattr(module, "_checkpoint_wrapped_module", None) is block:
+            return module
+    return block

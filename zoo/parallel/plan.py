@@ -1,0 +1,92 @@
+"""A run's parallelism options and the function that applies them to a built model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+
+from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing
+from zoo.parallel.fsdp import apply_fsdp
+from zoo.parallel.router import use_global_router_statistics
+
+PARAM_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """What :func:`parallelize` does (the ``strategy.*`` keys of ``strategy=fsdp2``).
+
+    Attributes:
+        activation_checkpointing: ``none``, ``full`` (every block) or ``selective`` (every other block).
+        reshard_after_forward: free each block's gathered parameters after forward.
+        cpu_offload: sharded parameters, gradients and optimizer state in CPU memory.
+        param_dtype: ``auto`` (bf16 on CUDA, the stored dtype on the CPU), ``bf16`` or ``fp32``; gradients are
+            reduced in fp32.
+        expert_parallel_size: ranks that split each MoE layer's experts (1: none).
+        global_router: the MoE load-balancing loss counts every data-parallel rank's tokens.
+    """
+
+    activation_checkpointing: str = "none"
+    reshard_after_forward: bool = True
+    cpu_offload: bool = False
+    param_dtype: str = "auto"
+    expert_parallel_size: int = 1
+    global_router: bool = True
+
+    def __post_init__(self) -> None:
+        if self.activation_checkpointing not in AC_MODES:
+            raise ValueError(
+                f"strategy.activation_checkpointing='{self.activation_checkpointing}' is unknown; "
+                f"valid: {', '.join(AC_MODES)}"
+            )
+        if self.param_dtype not in PARAM_DTYPES:
+            raise ValueError(f"strategy.param_dtype='{self.param_dtype}' is unknown; valid: {', '.join(PARAM_DTYPES)}")
+        if self.expert_parallel_size < 1:
+            raise ValueError(f"strategy.expert_parallel_size={self.expert_parallel_size} must be ≥ 1")
+
+    def check(self, model: Any, world_size: int) -> None:
+        """Raise a ValueError naming the key when the plan does not fit ``model`` on ``world_size`` ranks."""
+        ep = self.expert_parallel_size
+        if ep == 1:
+            return
+        if world_size % ep:
+            raise ValueError(
+                f"strategy.expert_parallel_size={ep} does not divide the world size {world_size}; valid: "
+                f"{', '.join(str(d) for d in range(1, world_size + 1) if world_size % d == 0)}"
+            )
+        for layer in model.moe_layers():
+            if layer.num_experts % ep:
+                valid = [d for d in range(1, world_size + 1) if world_size % d == 0 and layer.num_experts % d == 0]
+                raise ValueError(
+                    f"strategy.expert_parallel_size={ep} does not divide the {layer.num_experts} experts per MoE "
+                    f"layer; valid: {', '.join(map(str, valid))}"
+                )
+        raise NotImplementedError(
+            f"strategy.expert_parallel_size={ep}: expert parallelism is not built yet; use 1 (FSDP shards the "
+            f"experts with everything else)"
+        )
+
+
+def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan) -> Any:
+    """Apply ``plan`` to ``model`` on the 1-D data-parallel ``mesh``, in torchtitan's order: global router
+    statistics, activation checkpointing per block, then FSDP2 (blocks, embedding, output layers, root).
+
+    Idempotent: a model that is already sharded is returned as it is (Lightning calls ``configure_model`` for
+    every stage)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        return model
+    plan.check(model, mesh.size())
+    if plan.global_router and mesh.size() > 1:
+        use_global_router_statistics(model, mesh.get_group())
+    apply_activation_checkpointing(model, plan.activation_checkpointing)
+    dtype = PARAM_DTYPES[plan.param_dtype]
+    if plan.param_dtype == "auto":
+        dtype = torch.bfloat16 if mesh.device_type == "cuda" else None
+    return apply_fsdp(
+        model, mesh, param_dtype=dtype, reshard_after_forward=plan.reshard_after_forward, cpu_offload=plan.cpu_offload
+    )
