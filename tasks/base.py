@@ -90,6 +90,37 @@ class BaseTask(L.LightningModule):
         if trainer.max_steps and 0 < trainer.max_steps <= trainer.global_step:
             trainer.should_stop = True
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["zoo_task_class"] = type(self).__name__  # which task a consolidated checkpoint rebuilds
+
+    def parallel_modules(self) -> list[Any]:
+        """The causal LMs of the model protocol that a sharding strategy parallelises (:meth:`configure_model`);
+        tasks without any return [] and run under data parallelism only."""
+        return []
+
+    def configure_model(self) -> None:
+        """Apply the strategy's :class:`~zoo.parallel.ParallelPlan` (``strategy=fsdp2``) to
+        :meth:`parallel_modules` over the data-parallel mesh, then shard what is left (e.g. a value head) with the
+        root. Idempotent: Lightning calls it for every stage."""
+        plan = getattr(self._trainer.strategy, "parallel_plan", None) if self._trainer is not None else None
+        if plan is None:
+            return
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        from zoo.parallel import parallelize
+
+        modules = self.parallel_modules()
+        if not modules:
+            raise ConfigError(f"strategy=fsdp2: {type(self).__name__} has no model to shard; use strategy=ddp")
+        mesh = self.device_mesh["data_parallel"]
+        for module in modules:
+            parallelize(module, mesh, plan)
+        leftovers = [
+            m for m in self.children() if not isinstance(m, FSDPModule) and any(p.requires_grad for p in m.parameters())
+        ]
+        for module in leftovers:
+            fully_shard(module, mesh=mesh)
+
     def training_batches(self) -> float:
         """Training batches the run takes (Lightning's estimate from ``max_epochs`` / ``max_steps``); times
         :meth:`optimizer_steps_per_batch` it is the learning-rate schedule's length."""

@@ -28,7 +28,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, search_dir: str | Path) -> str | None:
-    """Turn the ``ckpt_path`` setting into a checkpoint file.
+    """Turn the ``ckpt_path`` setting into a checkpoint file (or a distributed checkpoint's directory).
 
     ``None``: start fresh. ``"last"``: ``<output_dir>/checkpoints/last.ckpt`` if it exists, else the newest
     ``last.ckpt`` anywhere under ``search_dir`` (earlier runs of the same task). Anything else: a path that must
@@ -38,7 +38,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, search_dir:
         return None
     if ckpt_path == "last":
         own = Path(output_dir) / "checkpoints" / "last.ckpt"
-        if own.is_file():
+        if own.exists():  # a file, or a distributed checkpoint's directory (strategy=fsdp2)
             return str(own)
         found = sorted(Path(search_dir).glob("**/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if not found:
@@ -47,6 +47,6 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, search_dir:
                 f"Train first, or give ckpt_path=<path to a .ckpt file>."
             )
         return str(found[-1])
-    if not Path(ckpt_path).is_file():
+    if not Path(ckpt_path).exists():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist (use 'last' or the path of a .ckpt file)")
     return str(ckpt_path)

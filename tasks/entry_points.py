@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from zoo.errors import ConfigError, exit_on_config_error
 
@@ -184,3 +185,77 @@ def generate(argv: list[str] | None = None) -> list[str]:
         file=sys.stderr,
     )
     return texts
+
+
+def consolidate(argv: list[str] | None = None) -> dict[str, str]:
+    """``python tools/consolidate.py CKPT_DIR --output model.safetensors [--ckpt one.ckpt] [--hf DIR]``: turn a
+    distributed checkpoint of ``strategy=fsdp2`` (a directory of shards and ``meta.pt``) into one safetensors file
+    of the model's weights, optionally a single-file Lightning checkpoint (for ``tools/generate.py`` and
+    ``ckpt_path=``) and a Hugging Face ``transformers`` export (``task=lm`` with the hybrid LM). Runs in one
+    process on the CPU; every file is written atomically."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import save as safetensors_bytes
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from zoo.io import atomic_write
+
+    parser = argparse.ArgumentParser(prog="zoo-consolidate", description="Consolidate a sharded checkpoint.")
+    parser.add_argument("checkpoint", help="a distributed checkpoint directory (e.g. checkpoints/last.ckpt)")
+    parser.add_argument("--output", required=True, help="the safetensors file of the model's weights")
+    parser.add_argument("--ckpt", help="also write a single-file Lightning checkpoint here")
+    parser.add_argument("--hf", help="also export to a transformers directory here (task=lm, hybrid_lm)")
+    args = parser.parse_args(argv)
+    with exit_on_config_error():
+        source = Path(args.checkpoint)
+        if not (source / "meta.pt").is_file():
+            raise ConfigError(f"{source} is not a distributed checkpoint (no meta.pt inside); nothing to consolidate")
+        with tempfile.TemporaryDirectory() as tmp:
+            dcp_to_torch_save(source, Path(tmp) / "full.pt")
+            shards = torch.load(Path(tmp) / "full.pt", weights_only=False)
+        checkpoint = {**torch.load(source / "meta.pt", weights_only=False), "state_dict": shards["state_dict"]}
+        checkpoint["optimizer_states"] = [shards[k] for k in sorted(shards) if k.startswith("optimizer_")]
+        task = _task_from_checkpoint(checkpoint)
+    written = {}
+    weights = {k: v.contiguous() for k, v in _model_of(task).state_dict().items()}
+    with atomic_write(args.output, "wb") as handle:
+        handle.write(safetensors_bytes(weights))
+    written["safetensors"] = args.output
+    if args.ckpt:
+        with atomic_write(args.ckpt, "wb") as handle:
+            torch.save(checkpoint, handle)
+        written["ckpt"] = args.ckpt
+    if args.hf:
+        from zoo.interop import to_hf
+
+        written["hf"] = str(to_hf(_model_of(task), args.hf))
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    return written
+
+
+def _task_from_checkpoint(checkpoint: dict) -> Any:
+    """The LightningModule a consolidated checkpoint describes, with its weights loaded (strictly)."""
+    from zoo.registries import TASK
+
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    for name in TASK.names(aliases=False):
+        cls = TASK.get(name)
+        if cls.__name__ == checkpoint.get("zoo_task_class", "") or _accepts(cls, hparams):
+            task = cls(**hparams)
+            task.load_state_dict(checkpoint["state_dict"])
+            return task
+    raise ConfigError("the checkpoint's hyperparameters match no registered task")
+
+
+def _accepts(cls: Any, hparams: dict) -> bool:
+    import inspect
+
+    parameters = inspect.signature(cls.__init__).parameters
+    return bool(hparams) and set(hparams) <= set(parameters)
+
+
+def _model_of(task: Any) -> Any:
+    modules = task.parallel_modules() if hasattr(task, "parallel_modules") else []
+    return modules[0] if modules else task

@@ -87,6 +87,9 @@ class LMTask(BaseTask):
         self.val_loss_best = MinMetric()
         self.flops_per_batch: int | None = None
 
+    def parallel_modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
     def configure_callbacks(self) -> list[Callback]:
         if not self.hparams.throughput or any(isinstance(c, TokenThroughputMonitor) for c in self.trainer.callbacks):
             return []  # test after fit: the monitor of fit is still attached (Lightning would warn on replacing it)
@@ -136,7 +139,7 @@ class LMTask(BaseTask):
         if self.trainer.sanity_checking:
             return
         self.val_loss_best(self.val_loss.compute())
-        self.log("val/loss_best", self.val_loss_best.compute())
+        self.log("val/loss_best", self.val_loss_best.compute(), sync_dist=True)  # (equal on every rank)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.test_ppl, self.test_loss, "test")

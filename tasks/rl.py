@@ -207,6 +207,9 @@ class RLTask(BaseTask):
                 f"μ = {self.optimizer_steps_per_batch()} per rollout)"
             )
 
+    def parallel_modules(self) -> list[nn.Module]:
+        return [self.policy] + ([self.reference] if self.reference is not None else [])
+
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
         """The policy's parameters (the frozen reference is not trained) and the value head's at
         ``value_lr_scale × lr`` (it learns faster than the policy, as in verl/OpenRLHF's critic)."""
@@ -494,9 +497,10 @@ class RLTask(BaseTask):
         accuracy = self.trainer.callback_metrics.get("val/acc")
         if accuracy is not None:
             self.best_val_acc = max(self.best_val_acc, float(accuracy))
-            self.log("val/acc_best", self.best_val_acc)
+            self.log("val/acc_best", self.best_val_acc, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["best_val_acc"] = self.best_val_acc
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

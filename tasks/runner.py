@@ -119,10 +119,45 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # logger=null: drop what can only report to a logger instead of failing at fit start
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = L.Trainer(
-        **plain["trainer"], callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
-    )
+    trainer_kwargs = {**plain["trainer"], "strategy": build_strategy(plain.get("strategy"), plain["trainer"])}
+    plugins = [] if _is_sharded(trainer_kwargs["strategy"]) else [AtomicCheckpointIO()]
+    trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     return task, datamodule, trainer
+
+
+def build_strategy(strategy_cfg: Any, trainer_cfg: dict[str, Any]) -> Any:
+    """The Trainer's ``strategy`` from the ``strategy`` group (``single``, ``ddp``, ``fsdp2``): a Lightning name, or
+    an object for entries with a ``_target_``. ``trainer.strategy`` set to something other than ``auto`` is used
+    as it is, and may not be combined with another ``strategy=`` choice.
+
+    Raises:
+        ConfigError: both ``trainer.strategy`` and a ``strategy=`` group other than ``single`` are set.
+    """
+    own = trainer_cfg.get("strategy", "auto")
+    if not strategy_cfg:
+        return own
+    if "_target_" in strategy_cfg:
+        from hydra.utils import get_class
+
+        values = {k: v for k, v in dict(strategy_cfg).items() if k != "_target_"}
+        cls = get_class(strategy_cfg["_target_"])
+        check_kwargs(cls, values, "strategy")
+        try:
+            chosen: Any = cls(**values)
+        except ValueError as exc:  # e.g. an unknown strategy.activation_checkpointing
+            raise ConfigError(str(exc)) from None
+    else:
+        chosen = strategy_cfg.get("name", "auto")
+    if own not in (None, "auto") and chosen != "auto":
+        raise ConfigError(f"trainer.strategy={own} and the strategy group both choose a strategy; set one of them")
+    return own if chosen == "auto" else chosen
+
+
+def _is_sharded(strategy: Any) -> bool:
+    """Strategies that write checkpoints themselves (distributed checkpoint directories)."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    return isinstance(strategy, ModelParallelStrategy)
 
 
 def task_kwargs(plain: dict[str, Any]) -> dict[str, Any]:

@@ -87,6 +87,12 @@ def test_optuna_sweep(tmp_path):
         (["+model.cax=5"], ["model.cax is not an option of VisionTask", "Did you mean model.ca"]),
         (["data.batch_size=1.5"], ["data.batch_size=1.5 has the wrong type"]),
         (["data.root=/nonexistent/fmnist"], ["Fashion-MNIST not found", "apt-get install dataset-fashion-mnist"]),
+        (["strategy=fsdp2", "+strategy.shard_all=true"], ["strategy.shard_all is not an option of FSDP2Strategy"]),
+        (
+            ["strategy=fsdp2", "strategy.activation_checkpointing=some"],
+            ["strategy.activation_checkpointing='some' is unknown; valid: none, full, selective"],
+        ),
+        (["strategy=fsdp2"], ["strategy=fsdp2: VisionTask has no model to shard; use strategy=ddp"]),
     ],
 )
 def test_bad_input_exits_2_with_one_paragraph(tmp_path, overrides, expected):

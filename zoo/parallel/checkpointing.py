@@ -13,6 +13,8 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
     apply_activation_checkpointing as _wrap_matching,
 )
 
+from zoo.errors import ConfigError
+
 AC_MODES = ("none", "full", "selective")
 
 
@@ -28,7 +30,7 @@ def apply_activation_checkpointing(model: Any, mode: str = "full", every: int = 
         ValueError: an unknown mode, naming ``strategy.activation_checkpointing`` and the valid ones.
     """
     if mode not in AC_MODES:
-        raise ValueError(f"strategy.activation_checkpointing='{mode}' is unknown; valid: {', '.join(AC_MODES)}")
+        raise ConfigError(f"strategy.activation_checkpointing='{mode}' is unknown; valid: {', '.join(AC_MODES)}")
     if mode == "none":
         return 0
     blocks = model.blocks()

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.distributed.device_mesh import DeviceMesh
 
+from zoo.errors import ConfigError
 from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing
 from zoo.parallel.fsdp import apply_fsdp
 from zoo.parallel.router import use_global_router_statistics
@@ -38,29 +39,30 @@ class ParallelPlan:
 
     def __post_init__(self) -> None:
         if self.activation_checkpointing not in AC_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"strategy.activation_checkpointing='{self.activation_checkpointing}' is unknown; "
                 f"valid: {', '.join(AC_MODES)}"
             )
         if self.param_dtype not in PARAM_DTYPES:
-            raise ValueError(f"strategy.param_dtype='{self.param_dtype}' is unknown; valid: {', '.join(PARAM_DTYPES)}")
+            raise ConfigError(f"strategy.param_dtype='{self.param_dtype}' is unknown; valid: {', '.join(PARAM_DTYPES)}")
         if self.expert_parallel_size < 1:
-            raise ValueError(f"strategy.expert_parallel_size={self.expert_parallel_size} must be ≥ 1")
+            raise ConfigError(f"strategy.expert_parallel_size={self.expert_parallel_size} must be ≥ 1")
 
     def check(self, model: Any, world_size: int) -> None:
-        """Raise a ValueError naming the key when the plan does not fit ``model`` on ``world_size`` ranks."""
+        """Raise a :class:`~zoo.errors.ConfigError` naming the key when the plan does not fit ``model`` on
+        ``world_size`` ranks."""
         ep = self.expert_parallel_size
         if ep == 1:
             return
         if world_size % ep:
-            raise ValueError(
+            raise ConfigError(
                 f"strategy.expert_parallel_size={ep} does not divide the world size {world_size}; valid: "
                 f"{', '.join(str(d) for d in range(1, world_size + 1) if world_size % d == 0)}"
             )
         for layer in model.moe_layers():
             if layer.num_experts % ep:
                 valid = [d for d in range(1, world_size + 1) if world_size % d == 0 and layer.num_experts % d == 0]
-                raise ValueError(
+                raise ConfigError(
                     f"strategy.expert_parallel_size={ep} does not divide the {layer.num_experts} experts per MoE "
                     f"layer; valid: {', '.join(map(str, valid))}"
                 )
