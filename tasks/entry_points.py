@@ -109,8 +109,9 @@ def _compose(overrides: list[str], defaults: list[str]):
         return compose(config_name="train", overrides=[*extra, *overrides])
 
 
-def count_params(argv: list[str] | None = None) -> dict[str, int]:
-    """``python tools/count_params.py [--json] [overrides]``: total and active parameters of ``model``."""
+def count_params(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python tools/count_params.py [--json] [--world-size N] [overrides]``: total and active parameters of
+    ``model``; with ``--world-size`` also what FSDP2 keeps per rank (:func:`sharded_bytes`)."""
     import json
 
     import torch
@@ -120,20 +121,66 @@ def count_params(argv: list[str] | None = None) -> dict[str, int]:
 
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args
+    world_size = None
+    if "--world-size" in args:
+        at = args.index("--world-size")
+        with exit_on_config_error():
+            if at + 1 >= len(args) or not args[at + 1].isdigit() or int(args[at + 1]) < 1:
+                raise ConfigError("--world-size needs a positive number of ranks, e.g. --world-size 64")
+        world_size = int(args[at + 1])
+        del args[at : at + 2]
     overrides = [a for a in args if a != "--json"]
     with exit_on_config_error():
         cfg = _compose(overrides, ["task=lm"])
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         with torch.device("meta"):
             model = MODEL.build(model_cfg.get("arch", "hybrid_lm"), model_cfg["config"])
-    counts = model.count_params()
+    counts: dict[str, Any] = model.count_params()
+    if world_size is not None:
+        counts["per_rank"] = sharded_bytes(model, world_size)
     if as_json:
         print(json.dumps(counts))
     else:
         for key in ("total", "active", "embedding", "lm_head"):
             print(f"{key:>10}: {counts[key]:>17,}  ({counts[key] / 1e9:.3f}B)")
         print("active = per-token parameters without the embedding and LM head (top-k of E experts)")
+        if world_size is not None:
+            r = counts["per_rank"]
+            print(
+                f"FSDP2 over {world_size} ranks, per rank: {r['params']:,} parameters; fp32 parameters "
+                f"{r['param_gib']:.2f} GiB + gradients {r['grad_gib']:.2f} GiB + AdamW states {r['adam_gib']:.2f} GiB"
+                f" = {r['total_gib']:.2f} GiB; the largest gathered block in bf16 {r['largest_block_gib']:.2f} GiB"
+            )
     return counts
+
+
+def sharded_bytes(model: Any, world_size: int) -> dict[str, float]:
+    """What FSDP2 (``fully_shard`` per block, the shard dimension padded to a multiple of the ranks,
+    :func:`zoo.parallel.fsdp.shard_dim`) keeps per rank for ``model``
+    (counted on the meta device: nothing is allocated): fp32 parameters and gradients, AdamW's two fp32 states,
+    and the largest block gathered in bf16 during its forward."""
+    import math
+
+    from zoo.parallel.fsdp import shard_dim
+
+    def local(param) -> int:
+        if not param.dim():
+            return 1
+        dim = shard_dim(param.shape, world_size)
+        return math.ceil(param.shape[dim] / world_size) * (param.numel() // param.shape[dim])
+
+    params = sum(local(p) for p in model.parameters())
+    largest = max((sum(p.numel() for p in b.parameters()) for b in model.blocks()), default=0)
+    gib = 2**30
+    return {
+        "world_size": world_size,
+        "params": params,
+        "param_gib": 4 * params / gib,
+        "grad_gib": 4 * params / gib,
+        "adam_gib": 8 * params / gib,
+        "total_gib": 16 * params / gib,
+        "largest_block_gib": 2 * largest / gib,
+    }
 
 
 def generate(argv: list[str] | None = None) -> list[str]:

@@ -37,7 +37,7 @@ def train_steps(model, ids: torch.Tensor, reduce=None) -> list[float]:
     return losses
 
 
-def fsdp_worker(rank: int, world: int, init_file: str, out: str, ac: str) -> None:
+def fsdp_worker(rank: int, world: int, init_file: str, out: str, ac: str, config: dict) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -45,7 +45,7 @@ def fsdp_worker(rank: int, world: int, init_file: str, out: str, ac: str) -> Non
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
-        model = HybridLM(CONFIG)
+        model = HybridLM(config)
         parallelize(model, init_device_mesh("cpu", (world,)), ParallelPlan(activation_checkpointing=ac))
 
         def mean_over_ranks(x):
@@ -60,16 +60,21 @@ def fsdp_worker(rank: int, world: int, init_file: str, out: str, ac: str) -> Non
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("ac", ["none", "full"])
-def test_fsdp2_on_two_ranks_equals_one_process(tmp_path, ac):
+ONE_EXPERT = {**CONFIG, "num_experts": 1, "top_k": 1}  # [1, 2H, D] experts: fewer rows than ranks, sharded on dim 1
+
+
+@pytest.mark.parametrize(("ac", "config"), [("none", CONFIG), ("full", CONFIG), ("none", ONE_EXPERT)])
+def test_fsdp2_on_two_ranks_equals_one_process(tmp_path, ac, config):
     """Same init, same global batch (each rank half of it): the losses of 3 AdamW steps and the updated weights
     agree to 1e-5 relative in fp32 (‖Δw‖/‖w‖ per tensor), with the MoE router's statistics global (MiniMax's global
     router)."""
     torch.manual_seed(0)
-    reference = HybridLM(CONFIG)
+    reference = HybridLM(config)
     expected_losses = train_steps(reference, global_batch())
     out = tmp_path / "fsdp.pt"
-    mp.start_processes(fsdp_worker, args=(2, str(tmp_path / "init"), str(out), ac), nprocs=2, start_method="spawn")
+    mp.start_processes(
+        fsdp_worker, args=(2, str(tmp_path / "init"), str(out), ac, config), nprocs=2, start_method="spawn"
+    )
     result = torch.load(out, weights_only=False)
     torch.testing.assert_close(result["losses"], expected_losses, rtol=1e-5, atol=0)
     expected = reference.state_dict()
@@ -111,6 +116,12 @@ def test_activation_checkpointing_changes_no_gradient():
 def test_bad_plans_name_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ParallelPlan(**kwargs)
+
+
+def test_shard_dim_moves_off_a_short_first_axis():
+    from zoo.parallel.fsdp import shard_dim
+
+    assert shard_dim((32, 4096, 6144), 64) == 2 and shard_dim((32, 4096), 16) == 0 and shard_dim((8,), 64) == 0
 
 
 def test_expert_parallel_size_must_divide_world_and_experts():

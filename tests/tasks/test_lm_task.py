@@ -102,6 +102,17 @@ def test_count_params_tool_prints_the_minimax_shape():
     assert "45,944,920,064" in done.stdout and "(45.945B)" in done.stdout
 
 
+def test_count_params_reports_fsdp2_bytes_per_rank_on_the_meta_device():
+    """456.09 B parameters over 64 ranks: 7.13 B each (the 32 stacked experts are sharded along their rows, not
+    padded to 64 along the expert axis), 16 bytes each with fp32 gradients and AdamW; nothing is allocated."""
+    from tasks.entry_points import count_params
+
+    counts = count_params(["model=minimax_text_01", "strategy=fsdp2", "--world-size", "64", "--json"])
+    per_rank = counts["per_rank"]
+    assert abs(per_rank["params"] - counts["total"] / 64) / (counts["total"] / 64) < 1e-3
+    assert per_rank["total_gib"] == 16 * per_rank["params"] / 2**30
+
+
 def test_bad_model_key_is_a_clear_error(lm_cfg):
     from zoo.errors import ZooError
 

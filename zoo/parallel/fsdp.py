@@ -32,7 +32,11 @@ def apply_fsdp(
     Returns:
         ``model`` (now an ``FSDPModule``; its parameters are ``DTensor`` shards).
     """
-    options: dict[str, Any] = {"mesh": mesh, "mp_policy": MixedPrecisionPolicy(param_dtype, reduce_dtype)}
+    options: dict[str, Any] = {
+        "mesh": mesh,
+        "mp_policy": MixedPrecisionPolicy(param_dtype, reduce_dtype),
+        "shard_placement_fn": shard_placement(mesh.size()),
+    }
     if cpu_offload:
         options["offload_policy"] = CPUOffloadPolicy()
     fully_shard(model.input_embeddings(), reshard_after_forward=reshard_after_forward, **options)
@@ -41,6 +45,23 @@ def apply_fsdp(
     fully_shard(model.output_layers(), reshard_after_forward=False, **options)
     fully_shard(model, reshard_after_forward=reshard_after_forward, **options)
     return model
+
+
+def shard_dim(shape: torch.Size | tuple[int, ...], world_size: int) -> int:
+    """The dimension FSDP2 shards a parameter of ``shape`` along: 0, unless it has fewer rows than ranks and a
+    later dimension has at least as many (the stacked experts ``[E, 2H, D]`` with E = 32 on 64 ranks would
+    otherwise leave half of the ranks with padding and the rest with a whole expert each; torchtitan shards those
+    along dim 1 too)."""
+    if len(shape) < 2 or shape[0] >= world_size:
+        return 0
+    return max(range(len(shape)), key=lambda d: (shape[d] >= world_size, shape[d]))
+
+
+def shard_placement(world_size: int):
+    """``fully_shard``'s ``shard_placement_fn``: ``Shard(shard_dim(...))``."""
+    from torch.distributed.tensor import Shard
+
+    return lambda param: Shard(shard_dim(param.shape, world_size))
 
 
 def _wrapped_or_self(model: Any, block: Any) -> Any:
