@@ -77,12 +77,20 @@ def hydra_to_cli(cfg: DictConfig) -> dict[str, Any]:
                 out.append(_class_spec(target.rsplit(".", 1)[-1], item))
         return out
 
+    from tasks.runner import task_kwargs
+
     trainer = dict(plain["trainer"])
+    strategy = plain.get("strategy") or {}
+    if "_target_" in strategy:
+        strategy = dict(strategy)
+        trainer["strategy"] = _class_spec(strategy.pop("_target_"), strategy)
+    elif strategy.get("name", "auto") != "auto":
+        trainer["strategy"] = strategy["name"]
     trainer["callbacks"] = objects(plain.get("callbacks"))
     trainer["logger"] = objects(plain.get("logger")) or False
     return {
         "seed_everything": plain.get("seed", True),
         "trainer": trainer,
-        "model": _class_spec(TASK.get(plain["task"]["name"]).__name__, plain["model"]),
+        "model": _class_spec(TASK.get(plain["task"]["name"]).__name__, task_kwargs(plain)),
         "data": _class_spec(DATA.get(data_name).__name__, data),
     }
