@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from zoo.errors import ConfigError
 from zoo.models import HybridLM
 from zoo.parallel import ParallelPlan, apply_activation_checkpointing, parallelize
 
@@ -130,3 +131,6 @@ def test_expert_parallel_size_must_divide_world_and_experts():
         ParallelPlan(expert_parallel_size=3).check(model, 4)
     with pytest.raises(ValueError, match=r"expert_parallel_size=8 does not divide the 4 experts per MoE layer"):
         ParallelPlan(expert_parallel_size=8).check(model, 8)
+    with pytest.raises(ConfigError, match=r"expert_parallel_size=2: this version has no expert parallelism; valid: 1"):
+        ParallelPlan(expert_parallel_size=2).check(model, 2)
+    ParallelPlan().check(model, 8)  # expert_parallel_size=1 fits any world

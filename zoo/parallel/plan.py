@@ -26,7 +26,7 @@ class ParallelPlan:
         cpu_offload: sharded parameters, gradients and optimizer state in CPU memory.
         param_dtype: ``auto`` (bf16 on CUDA, the stored dtype on the CPU), ``bf16`` or ``fp32``; gradients are
             reduced in fp32.
-        expert_parallel_size: ranks that split each MoE layer's experts (1: none).
+        expert_parallel_size: ranks that split each MoE layer's experts; this version takes only 1.
         global_router: the MoE load-balancing loss counts every data-parallel rank's tokens.
     """
 
@@ -66,9 +66,9 @@ class ParallelPlan:
                     f"strategy.expert_parallel_size={ep} does not divide the {layer.num_experts} experts per MoE "
                     f"layer; valid: {', '.join(map(str, valid))}"
                 )
-        raise NotImplementedError(
-            f"strategy.expert_parallel_size={ep}: expert parallelism is not built yet; use 1 (FSDP shards the "
-            f"experts with everything else)"
+        raise ConfigError(  # the all-to-all dispatch is the open part of issue 13
+            f"strategy.expert_parallel_size={ep}: this version has no expert parallelism; valid: 1 (FSDP shards "
+            f"the experts with everything else)"
         )
 
 
