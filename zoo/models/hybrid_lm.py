@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.attention.hybrid import AttentionSpec, attention_specs
+from zoo.generation import generate
 from zoo.layers.norm import RMSNorm
 from zoo.registries import ATTENTION, FFN, MODEL
 
@@ -410,24 +411,7 @@ class HybridLM(nn.Module):
     def new_cache(self) -> GenerationCache:
         return GenerationCache(self.model.layers)
 
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        eos: int | None = None,
-        *,
-        generator: torch.Generator | None = None,
-        return_logprobs: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """:func:`zoo.generation.generate` on this model (kept for users who call it as a method)."""
-        from zoo.generation import generate
-
-        return generate(
-            self, input_ids, max_new_tokens, temperature, top_p, eos, generator=generator,
-            return_logprobs=return_logprobs,
-        )  # fmt: skip
+    generate = generate  # zoo.generation.generate as a method (model.generate(ids, n, …)), for users who call it so
 
 
 def training_flops_per_token(config: HybridLMConfig, seq_len: int) -> float:
