@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from tasks.base import TrainingBudget
 
 
-def training_budget(trainer: L.Trainer, pl_module: L.LightningModule) -> TrainingBudget | None:
+def training_budget(pl_module: L.LightningModule) -> TrainingBudget | None:
     """The module's :meth:`~tasks.base.BaseTask.training_budget` when it has one (any LightningModule works)."""
     method = getattr(pl_module, "training_budget", None)
     return method() if callable(method) else None
@@ -82,17 +82,17 @@ class BudgetProgressBar(RichProgressBar):
     # ---------------------------------------------------------------------------------------- Rich, step budgets
     @property
     def total_train_batches(self) -> int | float:
-        budget = training_budget(self.trainer, self.trainer.lightning_module)
+        budget = training_budget(self.trainer.lightning_module)
         return budget.total if budget is not None else super().total_train_batches
 
     def _get_train_description(self, current_epoch: int) -> str:
-        budget = training_budget(self.trainer, self.trainer.lightning_module)
+        budget = training_budget(self.trainer.lightning_module)
         if budget is None:
             return super()._get_train_description(current_epoch)
         return f"{budget.unit.capitalize()}s".ljust(len(self.validation_description))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        budget = training_budget(trainer, pl_module)
+        budget = training_budget(pl_module)
         if budget is not None and self.is_enabled and self.train_progress_bar_id is not None:
             self._update(self.train_progress_bar_id, budget.done)  # one bar for the whole budget
             return
@@ -103,7 +103,7 @@ class BudgetProgressBar(RichProgressBar):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        budget = training_budget(trainer, pl_module)
+        budget = training_budget(pl_module)
         if budget is None:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         elif self.is_enabled:
@@ -119,7 +119,7 @@ class BudgetProgressBar(RichProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._started = self._last_line = time.monotonic()
-        budget = training_budget(trainer, pl_module)
+        budget = training_budget(pl_module)
         self._first_step = budget.done if budget is not None else trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -131,7 +131,7 @@ class BudgetProgressBar(RichProgressBar):
         super().on_validation_end(trainer, pl_module)
         if self.prints_lines and trainer.state.fn == "fit" and not trainer.sanity_checking:
             metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-            budget = training_budget(trainer, pl_module)
+            budget = training_budget(pl_module)
             count = f"{budget.unit} {budget.done}" if budget is not None else f"step {trainer.global_step}"
             where = f"epoch {trainer.current_epoch + 1}, {count}"
             self._print(
@@ -140,7 +140,7 @@ class BudgetProgressBar(RichProgressBar):
 
     def train_line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
         """``epoch 2/3 · step 512/1290 (40%) · 3.1 steps/s · 2m45s elapsed, 4m11s left · train/loss 0.31``."""
-        budget = training_budget(trainer, pl_module)
+        budget = training_budget(pl_module)
         if budget is None:
             total = trainer.estimated_stepping_batches
             budget = TrainingBudget("step", trainer.global_step, int(total) if math.isfinite(total) else 0)
