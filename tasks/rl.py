@@ -184,16 +184,18 @@ class RLTask(BaseTask):
         """Rollout steps the run takes: ``rl.rollouts``, or fewer when ``trainer.max_epochs`` ends it first."""
         budget = float(self.hparams.rollouts)
         if self.trainer.max_epochs and self.trainer.max_epochs > 0:
-            if self.trainer.train_dataloader is None:
-                self.trainer.fit_loop.setup_data()
-            budget = min(budget, self.trainer.max_epochs * self.trainer.num_training_batches)
+            budget = min(budget, self.trainer.max_epochs * self._rollouts_per_epoch())
         return budget
 
     def optimizer_steps_per_epoch(self, total_steps: float) -> float:
         """An epoch is ``data.steps_per_epoch`` rollouts of μ optimizer steps (what ``warmup_epochs`` counts)."""
+        return self._rollouts_per_epoch() * self.optimizer_steps_per_batch()
+
+    def _rollouts_per_epoch(self) -> float:
+        """``data.steps_per_epoch``, as the training loader reports it (set up on first use, as Lightning does)."""
         if self.trainer.train_dataloader is None:
             self.trainer.fit_loop.setup_data()
-        return self.trainer.num_training_batches * self.optimizer_steps_per_batch()
+        return self.trainer.num_training_batches
 
     def training_budget(self) -> TrainingBudget:
         """Rollouts done of the run's rollouts (the progress bars count these, not optimizer steps)."""
