@@ -283,24 +283,24 @@ def consolidate(argv: list[str] | None = None) -> dict[str, str]:
 
 
 def _task_from_checkpoint(checkpoint: dict) -> Any:
-    """The LightningModule a consolidated checkpoint describes, with its weights loaded (strictly)."""
+    """The LightningModule a consolidated checkpoint describes, with its weights loaded (strictly): the task class
+    the checkpoint names (``zoo_task_class``, written by every zoo task), else the one task whose ``__init__``
+    takes all of its hyperparameters."""
+    import inspect
+
     from zoo.registries import TASK
 
     hparams = dict(checkpoint.get("hyper_parameters") or {})
-    for name in TASK.names(aliases=False):
-        cls = TASK.get(name)
-        if cls.__name__ == checkpoint.get("zoo_task_class", "") or _accepts(cls, hparams):
-            task = cls(**hparams)
-            task.load_state_dict(checkpoint["state_dict"])
-            return task
-    raise ConfigError("the checkpoint's hyperparameters match no registered task")
-
-
-def _accepts(cls: Any, hparams: dict) -> bool:
-    import inspect
-
-    parameters = inspect.signature(cls.__init__).parameters
-    return bool(hparams) and set(hparams) <= set(parameters)
+    classes = [TASK.get(name) for name in TASK.names(aliases=False)]
+    named = [cls for cls in classes if cls.__name__ == checkpoint.get("zoo_task_class")]
+    fitting = [cls for cls in classes if hparams and set(hparams) <= set(inspect.signature(cls.__init__).parameters)]
+    chosen = named or fitting
+    if len(chosen) != 1:
+        raise ConfigError("the checkpoint's task cannot be told: it names no registered task and its hyperparameters "
+                          f"fit {len(chosen)} of them")  # fmt: skip
+    task = chosen[0](**hparams)
+    task.load_state_dict(checkpoint["state_dict"])
+    return task
 
 
 def _model_of(task: Any) -> Any:
