@@ -121,6 +121,20 @@ class BaseTask(L.LightningModule):
         for module in leftovers:
             fully_shard(module, mesh=mesh)
 
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Lightning's clipping, except the norm of sharded parameters (``strategy=fsdp2``), which may live on
+        several meshes under expert parallelism: :func:`zoo.parallel.clip_grad_norm_` combines them."""
+        sharded = any(hasattr(p, "device_mesh") for group in optimizer.param_groups for p in group["params"])
+        if gradient_clip_val and sharded and str(gradient_clip_algorithm or "norm") == "norm":
+            from zoo.parallel import clip_grad_norm_
+
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            clip_grad_norm_(params, gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def training_batches(self) -> float:
         """Training batches the run takes (Lightning's estimate from ``max_epochs`` / ``max_steps``); times
         :meth:`optimizer_steps_per_batch` it is the learning-rate schedule's length."""

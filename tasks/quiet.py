@@ -21,6 +21,14 @@ LIBRARY_WARNINGS = (
 )
 
 
+#: (logger, message prefix) of log records that describe a library's internals.
+LIBRARY_LOG_PREFIXES = (
+    # DTensor, once per run, when the gradient norm of experts sharded on the 2-D (efsdp, ep) mesh is reduced over
+    # both mesh dimensions (zoo/parallel/clip.py): two small all-reduces instead of one, nothing to act on
+    ("torch.distributed.tensor._redistribute", ("While redistributing from",)),
+)
+
+
 class _DropPrefixes(logging.Filter):
     def __init__(self, prefixes: tuple[str, ...]) -> None:
         super().__init__()
@@ -39,6 +47,8 @@ def quiet_library_noise() -> None:
     if _installed:
         return
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropPrefixes(LIGHTNING_INFO_PREFIXES))
+    for logger, prefixes in LIBRARY_LOG_PREFIXES:
+        logging.getLogger(logger).addFilter(_DropPrefixes(prefixes))
     for message, category in LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     _installed = True
