@@ -1,6 +1,6 @@
-"""strategy=fsdp2 through Lightning on 2 CPU processes (gloo): a run with falling loss and atomic sharded
-checkpoints; kill and ckpt_path=last resume reach the uninterrupted run's weights; consolidation gives one file
-whose model computes the same logits."""
+"""strategy=fsdp2 with expert parallelism (each rank holds half of every layer's experts) through Lightning on 2
+CPU processes (gloo): a run with falling loss and atomic sharded checkpoints; kill and ckpt_path=last resume reach
+the uninterrupted run's weights; consolidation gives one file whose model computes the same logits."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ FSDP_LM = [
     "task=lm", "model=tiny", "model.config.hidden_size=32", "model.config.num_heads=2", "model.config.num_kv_heads=1",
     "model.config.head_dim=16", "model.config.intermediate_size=48", "data.max_docs=40", "data.seq_len=64",
     "data.batch_size=4", "strategy=fsdp2", "trainer=cpu", "trainer.devices=2", "trainer.max_steps=8",
-    "trainer.val_check_interval=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "test=false",
+    "strategy.expert_parallel_size=2", "trainer.val_check_interval=4", "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2", "test=false",
     "logger=csv", "model.lr=1e-2",
 ]  # fmt: skip
 

@@ -182,6 +182,7 @@ class MoEExperts(nn.Module):
         self.hidden_dim = hidden_dim
         self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * hidden_dim, dim, **factory))
         self.down_proj = nn.Parameter(torch.empty(num_experts, dim, hidden_dim, **factory))
+        self.dispatcher: Callable[..., torch.Tensor] | None = None  # expert parallelism (zoo.parallel.expert)
         self.reset_parameters()
 
     def reset_parameters(self, std: float = 0.02) -> None:
@@ -199,6 +200,7 @@ class MoEExperts(nn.Module):
         *,
         impl: str = "loop",
         compute_dtype: torch.dtype | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``y_t = Σ_k top_k_weights[t, k] · FFN_{top_k_index[t, k]}(x_t)``.
 
@@ -216,10 +218,16 @@ class MoEExperts(nn.Module):
             top_k_weights: ``[N, k]`` combine weights (0 for an assignment dropped by capacity).
             impl: ``"loop"`` or ``"grouped_mm"``.
             compute_dtype: dtype of the expert matrix products.
+            keep: ``[N, k]`` bool, the assignments a capacity limit serves (None: all). Here the dropped ones are
+                computed with their zero weight; an expert-parallel :attr:`dispatcher` does not send them.
 
         Returns:
             ``[N, D]`` in ``x.dtype``.
         """
+        if self.dispatcher is not None:
+            return self.dispatcher(
+                self, x, top_k_index, top_k_weights, impl=impl, compute_dtype=compute_dtype, keep=keep
+            )
         cdt = compute_dtype or x.dtype
         k = top_k_index.shape[-1]
         flat = top_k_index.reshape(-1)
@@ -248,21 +256,43 @@ class MoEExperts(nn.Module):
                 raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: grouped_mm, loop.")
         return out
 
+    def sorted_forward(self, xs: torch.Tensor, counts: torch.Tensor, impl: str, cdt: torch.dtype) -> torch.Tensor:
+        """The unweighted expert outputs of rows already sorted by expert: rows ``counts[:e].sum()`` up to
+        ``counts[:e+1].sum()`` of ``xs`` ``[M, D]`` go through this module's e-th (local) expert; ``[M, D]``.
+        ``counts`` ``[E_local]`` must sum to M. Used by expert parallelism, whose rows arrive sorted."""
+        if impl == "grouped_mm":
+            return self._grouped(xs, counts, cdt)
+        if impl != "loop":
+            raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: grouped_mm, loop.")
+        parts, start = [], 0
+        for e, end in enumerate(counts.cumsum(0).tolist()):
+            if end > start:
+                parts.append(self._expert(e, xs[start:end], cdt))
+            start = end
+        return torch.cat(parts) if parts else xs.new_zeros(0, self.dim).to(cdt)
+
+    def local_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gate_up_proj, down_proj)`` of the experts this rank holds: the local shard of expert-parallel
+        ``DTensor`` s (whole experts, ``[E/ep, …]``), else the parameters themselves."""
+        return tuple(w.to_local() if hasattr(w, "to_local") else w for w in (self.gate_up_proj, self.down_proj))
+
     @staticmethod
     def _combine(out: torch.Tensor, rows: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> None:
         out.index_add_(0, rows, (h * weight).to(out.dtype))
 
     def _expert(self, e: int, x: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
-        gate, up = F.linear(x, self.gate_up_proj[e].to(cdt)).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, self.down_proj[e].to(cdt))
+        gate_up_proj, down_proj = self.local_weights()
+        gate, up = F.linear(x, gate_up_proj[e].to(cdt)).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, down_proj[e].to(cdt))
 
     def _grouped(self, xs: torch.Tensor, counts: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
         # offs[-1] must equal the number of rows: grouped_mm leaves the gradient of rows past it uninitialised.
         gmm = _grouped_mm_fn()
         assert gmm is not None
+        gate_up_proj, down_proj = self.local_weights()
         offs = counts.cumsum(0).to(torch.int32)
-        gate, up = gmm(xs, self.gate_up_proj.to(cdt).transpose(-2, -1), offs=offs).chunk(2, dim=-1)
-        return gmm(F.silu(gate) * up, self.down_proj.to(cdt).transpose(-2, -1), offs=offs)
+        gate, up = gmm(xs, gate_up_proj.to(cdt).transpose(-2, -1), offs=offs).chunk(2, dim=-1)
+        return gmm(F.silu(gate) * up, down_proj.to(cdt).transpose(-2, -1), offs=offs)
 
 
 class _DispatchRows(torch.autograd.Function):
@@ -481,6 +511,7 @@ class MoE(nn.Module):
         with torch.no_grad():
             counts = _expert_counts(index.reshape(-1), self.num_experts)
             self.expert_load = counts.float() / (n * k)
+        keep = None
         if self.capacity_factor is None:
             self.dropped_fraction = torch.zeros((), device=x.device)
         else:
@@ -489,4 +520,4 @@ class MoE(nn.Module):
             weights = weights.masked_fill(~keep, 0.0)
             self.dropped_fraction = (~keep).sum().float().div(n * k).detach()
         impl, cdt = self.plan(x)
-        return self.experts(x, index, weights, impl=impl, compute_dtype=cdt).reshape(shape)
+        return self.experts(x, index, weights, impl=impl, compute_dtype=cdt, keep=keep).reshape(shape)

@@ -1,6 +1,7 @@
 """Parallelism applied from outside single-device models (torchtitan's principle): functions that take a built
 causal LM of the model protocol (:class:`zoo.models.CausalLM`) and a device mesh, in torchtitan's order —
-activation checkpointing per block, then FSDP2 per block, the embedding, the output layers, the root.
+expert parallelism, activation checkpointing per block, then FSDP2 per block, the embedding, the output layers,
+the root.
 
 ============================== ====================================================================================
 function                       what it does
@@ -8,12 +9,16 @@ function                       what it does
 :func:`apply_activation_checkpointing`  recompute each block (``full``) or every other one (``selective``) in backward
 :func:`apply_fsdp`             ``fully_shard`` each block, the embedding, ``[norm, head]`` together, then the root
 :func:`use_global_router_statistics` the MoE load-balancing loss counts the tokens of every data-parallel rank
+:func:`apply_expert_parallel`  split each MoE layer's experts over an ``ep`` group, tokens exchanged by all-to-all
+:func:`clip_grad_norm_`        gradient-norm clipping over parameters sharded on several meshes
 :class:`ParallelPlan`          the options of a run (``strategy.*`` in the Hydra config), applied by
                                :func:`parallelize`
 ============================== ====================================================================================
 """
 
 from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing
+from zoo.parallel.clip import clip_grad_norm_
+from zoo.parallel.expert import apply_expert_parallel, expert_parallel_mesh
 from zoo.parallel.fsdp import apply_fsdp
 from zoo.parallel.plan import ParallelPlan, parallelize
 from zoo.parallel.router import use_global_router_statistics
@@ -22,7 +27,10 @@ __all__ = [
     "AC_MODES",
     "ParallelPlan",
     "apply_activation_checkpointing",
+    "apply_expert_parallel",
     "apply_fsdp",
+    "clip_grad_norm_",
+    "expert_parallel_mesh",
     "parallelize",
     "use_global_router_statistics",
 ]

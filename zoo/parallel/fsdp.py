@@ -17,6 +17,7 @@ def apply_fsdp(
     reduce_dtype: torch.dtype | None = torch.float32,
     reshard_after_forward: bool = True,
     cpu_offload: bool = False,
+    expert_mesh: DeviceMesh | None = None,
 ) -> Any:
     """Shard ``model`` over the 1-D data-parallel ``mesh``, in place, in torchtitan's order: the token embedding,
     each of ``model.blocks()`` (after any activation checkpointing, so the all-gather is outside the recompute),
@@ -28,6 +29,10 @@ def apply_fsdp(
         reduce_dtype: dtype of the gradient reduce-scatter (fp32).
         reshard_after_forward: free the gathered block parameters after forward (re-gather in backward).
         cpu_offload: keep the sharded parameters, gradients and optimizer state in CPU memory.
+        expert_mesh: under expert parallelism, the ``efsdp`` mesh (ranks holding the same experts): each MoE
+            layer's experts become their own unit sharded over it, first, with their gradients divided by the whole
+            world size like every other gradient (each rank's expert gradient already sums its ``ep`` group's
+            tokens).
 
     Returns:
         ``model`` (now an ``FSDPModule``; its parameters are ``DTensor`` shards).
@@ -39,6 +44,11 @@ def apply_fsdp(
     }
     if cpu_offload:
         options["offload_policy"] = CPUOffloadPolicy()
+    if expert_mesh is not None:
+        expert_options = {**options, "mesh": expert_mesh, "shard_placement_fn": shard_placement(expert_mesh.size())}
+        for layer in model.moe_layers():
+            fully_shard(layer.experts, reshard_after_forward=reshard_after_forward, **expert_options)
+            layer.experts.set_gradient_divide_factor(float(mesh.size()))
     fully_shard(model.input_embeddings(), reshard_after_forward=reshard_after_forward, **options)
     for block in model.blocks():
         fully_shard(_wrapped_or_self(model, block), reshard_after_forward=reshard_after_forward, **options)

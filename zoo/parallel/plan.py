@@ -10,6 +10,7 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from zoo.errors import ConfigError
 from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing
+from zoo.parallel.expert import apply_expert_parallel, expert_parallel_mesh
 from zoo.parallel.fsdp import apply_fsdp
 from zoo.parallel.router import use_global_router_statistics
 
@@ -26,7 +27,8 @@ class ParallelPlan:
         cpu_offload: sharded parameters, gradients and optimizer state in CPU memory.
         param_dtype: ``auto`` (bf16 on CUDA, the stored dtype on the CPU), ``bf16`` or ``fp32``; gradients are
             reduced in fp32.
-        expert_parallel_size: ranks that split each MoE layer's experts; this version takes only 1.
+        expert_parallel_size: ranks that split each MoE layer's experts between them (tokens exchanged by
+            all-to-all, :mod:`zoo.parallel.expert`); must divide the world size and every layer's experts.
         global_router: the MoE load-balancing loss counts every data-parallel rank's tokens.
     """
 
@@ -66,15 +68,12 @@ class ParallelPlan:
                     f"strategy.expert_parallel_size={ep} does not divide the {layer.num_experts} experts per MoE "
                     f"layer; valid: {', '.join(map(str, valid))}"
                 )
-        raise ConfigError(  # the all-to-all dispatch is the open part of issue 13
-            f"strategy.expert_parallel_size={ep}: this version has no expert parallelism; valid: 1 (FSDP shards "
-            f"the experts with everything else)"
-        )
 
 
 def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan) -> Any:
     """Apply ``plan`` to ``model`` on the 1-D data-parallel ``mesh``, in torchtitan's order: global router
-    statistics, activation checkpointing per block, then FSDP2 (blocks, embedding, output layers, root).
+    statistics, expert parallelism over an ``(efsdp, ep)`` view of the same ranks, activation checkpointing per
+    block, then FSDP2 (experts over ``efsdp``, blocks, embedding, output layers, root).
 
     Idempotent: a model that is already sharded is returned as it is (Lightning calls ``configure_model`` for
     every stage)."""
@@ -85,10 +84,19 @@ def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan) -> Any:
     plan.check(model, mesh.size())
     if plan.global_router and mesh.size() > 1:
         use_global_router_statistics(model, mesh.get_group())
+    expert_mesh = None
+    if plan.expert_parallel_size > 1:
+        expert_mesh = expert_parallel_mesh(mesh.device_type, mesh.size(), plan.expert_parallel_size)
+        apply_expert_parallel(model, expert_mesh["ep"])
     apply_activation_checkpointing(model, plan.activation_checkpointing)
     dtype = PARAM_DTYPES[plan.param_dtype]
     if plan.param_dtype == "auto":
         dtype = torch.bfloat16 if mesh.device_type == "cuda" else None
     return apply_fsdp(
-        model, mesh, param_dtype=dtype, reshard_after_forward=plan.reshard_after_forward, cpu_offload=plan.cpu_offload
+        model,
+        mesh,
+        param_dtype=dtype,
+        reshard_after_forward=plan.reshard_after_forward,
+        cpu_offload=plan.cpu_offload,
+        expert_mesh=None if expert_mesh is None else expert_mesh["efsdp"],
     )
