@@ -3,6 +3,8 @@ gradient; bad plans name the key."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -10,7 +12,14 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from zoo.models import HybridLM
-from zoo.parallel import ParallelPlan, apply_activation_checkpointing, clip_grad_norm_, parallelize
+from zoo.parallel import (
+    ParallelPlan,
+    apply_activation_checkpointing,
+    clip_grad_norm_,
+    has_meta_tensors,
+    materialize_,
+    parallelize,
+)
 
 CONFIG = {
     "hidden_size": 32, "num_heads": 2, "num_kv_heads": 1, "head_dim": 16, "num_layers": 4, "attention": "LLLS",
@@ -51,7 +60,7 @@ def train_steps(
     return losses, first_grads
 
 
-def fsdp_worker(rank: int, world: int, init_file: str, out: str, ac: str, config: dict, ep: int) -> None:
+def fsdp_worker(rank: int, world: int, init_file: str, out: str, ac: str, config: dict, ep: int, meta: bool) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -59,10 +68,12 @@ def fsdp_worker(rank: int, world: int, init_file: str, out: str, ac: str, config
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
-        model = HybridLM(config)
-        parallelize(
-            model, init_device_mesh("cpu", (world,)), ParallelPlan(activation_checkpointing=ac, expert_parallel_size=ep)
-        )
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            model = HybridLM(config)
+        plan = ParallelPlan(activation_checkpointing=ac, expert_parallel_size=ep)
+        parallelize(model, init_device_mesh("cpu", (world,)), plan)
+        if meta:  # initialised shard by shard: the same draws as the whole model's
+            assert materialize_(model, "cpu") > 0 and not has_meta_tensors(model)
 
         def mean_over_ranks(x):
             dist.all_reduce(x)
@@ -80,19 +91,26 @@ ONE_EXPERT = {**CONFIG, "num_experts": 1, "top_k": 1}  # [1, 2H, D] experts: few
 
 
 @pytest.mark.parametrize(
-    ("ac", "config", "ep"),
-    [("none", CONFIG, 1), ("full", CONFIG, 1), ("none", ONE_EXPERT, 1), ("none", CONFIG, 2), ("full", CONFIG, 2)],
+    ("ac", "config", "ep", "meta"),
+    [
+        ("none", CONFIG, 1, False),
+        ("full", CONFIG, 1, True),
+        ("none", ONE_EXPERT, 1, True),
+        ("none", CONFIG, 2, False),
+        ("full", CONFIG, 2, True),
+    ],
 )
-def test_fsdp2_on_two_ranks_equals_one_process(tmp_path, ac, config, ep):
+def test_fsdp2_on_two_ranks_equals_one_process(tmp_path, ac, config, ep, meta):
     """Same init, same global batch (each rank half of it): the losses of 3 AdamW steps and the updated weights
     agree to 1e-5 relative in fp32 (‖Δw‖/‖w‖ per tensor), with the MoE router's statistics global (MiniMax's global
-    router); with ``ep=2`` each rank holds half of every layer's experts and exchanges tokens by all-to-all."""
+    router); with ``ep=2`` each rank holds half of every layer's experts and exchanges tokens by all-to-all; with
+    ``meta`` the sharded model is built on the meta device and initialised shard by shard (:func:`materialize_`)."""
     torch.manual_seed(0)
     reference = HybridLM(config)
     expected_losses, expected_grads = train_steps(reference, global_batch())
     out = tmp_path / "fsdp.pt"
     mp.start_processes(
-        fsdp_worker, args=(2, str(tmp_path / "init"), str(out), ac, config, ep), nprocs=2, start_method="spawn"
+        fsdp_worker, args=(2, str(tmp_path / "init"), str(out), ac, config, ep, meta), nprocs=2, start_method="spawn"
     )
     result = torch.load(out, weights_only=False)
     torch.testing.assert_close(result["losses"], expected_losses, rtol=1e-5, atol=0)

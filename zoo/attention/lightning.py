@@ -104,9 +104,8 @@ class LightningAttention(nn.Module):
         self.output_gate = nn.Linear(dim, inner, bias=False, **factory)
         self.norm = RMSNorm(inner, norm_eps, **factory)
         self.out_proj = nn.Linear(inner, dim, bias=False, **factory)
-        self.decay = decay_rates(
-            num_heads, layer_idx, num_layers, decay_convention
-        ).double()  # a constant, not a parameter
+        with torch.device("cpu"):  # a constant, not a parameter: real even when the model is built on meta
+            self.decay = decay_rates(num_heads, layer_idx, num_layers, decay_convention).double()
         self._decay_on: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def extra_repr(self) -> str:

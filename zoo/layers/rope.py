@@ -24,8 +24,16 @@ class RotaryEmbedding(nn.Module):
         self.head_dim = head_dim
         self.rotary_dim = rotary_dim
         self.base = base
-        inv_freq = base ** (-torch.arange(0, rotary_dim, 2, device=device, dtype=torch.float32) / max(rotary_dim, 1))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", self._inv_freq(device), persistent=False)
+
+    def _inv_freq(self, device=None) -> torch.Tensor:
+        exponents = torch.arange(0, self.rotary_dim, 2, device=device, dtype=torch.float32) / max(self.rotary_dim, 1)
+        return self.base ** (-exponents)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Recompute the ``inv_freq`` buffer in place (after ``to_empty`` from the meta device)."""
+        self.inv_freq.copy_(self._inv_freq(self.inv_freq.device))
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, rotary_dim={self.rotary_dim}, base={self.base:g}"

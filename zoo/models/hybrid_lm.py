@@ -27,8 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.attention.hybrid import AttentionSpec, attention_specs
+from zoo.ffn.moe import MoEExperts
 from zoo.generation import generate
 from zoo.layers.norm import RMSNorm
+from zoo.layers.rope import RotaryEmbedding
 from zoo.registries import ATTENTION, FFN, MODEL
 
 NORM_PLACEMENTS = ("post", "pre")
@@ -259,6 +261,10 @@ class GenerationCache:
         self.length = 0
 
 
+def _owns_tensors(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+
+
 @MODEL.register("hybrid_lm", aliases=("minimax",))
 class HybridLM(nn.Module):
     """MiniMax-Text-01-style causal LM: ``logits = lm_head(norm(layers(embed(ids))))``.
@@ -276,26 +282,43 @@ class HybridLM(nn.Module):
         super().__init__()
         self.config = config if isinstance(config, HybridLMConfig) else HybridLMConfig.from_dict(dict(config))
         c = self.config
-        self.model = HybridLMBody(c, device=device, dtype=dtype)
-        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False, device=device, dtype=dtype)
+        target = torch.device(device) if device is not None else torch.get_default_device()
+        # built on the meta device, then allocated and initialised once (reset_parameters): the random draws are
+        # the same whether the model is built whole or on meta and initialised shard by shard (zoo.parallel)
+        self.model = HybridLMBody(c, device="meta", dtype=dtype)
+        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False, device="meta", dtype=dtype)
         if c.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        if not any(p.is_meta for p in self.parameters()):
+        if target.type != "meta":
+            self.to_empty(device=target)
             self.reset_parameters()
 
     # ----------------------------------------------------------------------------------------------- weights
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Normal(0, ``init_std``) for every weight matrix, embedding and expert; ones for the norms."""
-        std = self.config.init_std
+        """Normal(0, ``init_std``) for every weight matrix, embedding and expert; ones for the norms; the rotary
+        tables recomputed (:meth:`init_weights` on every module, in module order)."""
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, 0.0, std)
-            elif isinstance(module, RMSNorm):
-                nn.init.ones_(module.weight)
-        for name, param in self.named_parameters():
-            if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
-                nn.init.normal_(param, 0.0, std)
+            self.init_weights(module)
+
+    @torch.no_grad()
+    def init_weights(self, module: nn.Module) -> None:
+        """Initialise what ``module`` (one of this model's modules) owns directly: Normal(0, ``init_std``) for
+        ``nn.Linear`` / ``nn.Embedding`` weights and the experts' ``gate_up_proj`` / ``down_proj``, ones for RMSNorm
+        weights, the rotary ``inv_freq`` table recomputed. A model built on the meta device is initialised this way
+        one module at a time (:func:`zoo.parallel.materialize_`), with the same random draws as
+        :meth:`reset_parameters`."""
+        std = self.config.init_std
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, 0.0, std)
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+        elif isinstance(module, MoEExperts):
+            module.reset_parameters(std)
+        elif isinstance(module, RotaryEmbedding):
+            module.reset_parameters()
+        elif module is not self and hasattr(module, "reset_parameters") and _owns_tensors(module):
+            module.reset_parameters()  # a plugin's module (e.g. a third-party ATTENTION): its own initialiser
 
     def count_params(self) -> dict[str, int]:
         """Parameter counts: ``total``; ``embedding`` and ``lm_head``; ``active`` = what one token uses without the

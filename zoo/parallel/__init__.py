@@ -11,6 +11,7 @@ function                       what it does
 :func:`use_global_router_statistics` the MoE load-balancing loss counts the tokens of every data-parallel rank
 :func:`apply_expert_parallel`  split each MoE layer's experts over an ``ep`` group, tokens exchanged by all-to-all
 :func:`clip_grad_norm_`        gradient-norm clipping over parameters sharded on several meshes
+:func:`materialize_`           allocate a model built on the meta device and initialise it shard by shard
 :class:`ParallelPlan`          the options of a run (``strategy.*`` in the Hydra config), applied by
                                :func:`parallelize`
 ============================== ====================================================================================
@@ -20,6 +21,7 @@ from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing
 from zoo.parallel.clip import clip_grad_norm_
 from zoo.parallel.expert import apply_expert_parallel, expert_parallel_mesh
 from zoo.parallel.fsdp import apply_fsdp
+from zoo.parallel.init import build_on_meta, has_meta_tensors, materialize_, models_on_meta_device
 from zoo.parallel.plan import ParallelPlan, parallelize
 from zoo.parallel.router import use_global_router_statistics
 
@@ -29,8 +31,12 @@ __all__ = [
     "apply_activation_checkpointing",
     "apply_expert_parallel",
     "apply_fsdp",
+    "build_on_meta",
     "clip_grad_norm_",
     "expert_parallel_mesh",
+    "has_meta_tensors",
+    "materialize_",
+    "models_on_meta_device",
     "parallelize",
     "use_global_router_statistics",
 ]
