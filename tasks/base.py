@@ -101,20 +101,25 @@ class BaseTask(L.LightningModule):
     def configure_model(self) -> None:
         """Apply the strategy's :class:`~zoo.parallel.ParallelPlan` (``strategy=fsdp2``) to
         :meth:`parallel_modules` over the data-parallel mesh, then shard what is left (e.g. a value head) with the
-        root. Idempotent: Lightning calls it for every stage."""
+        root. A model the front end built on the meta device is then allocated and initialised shard by shard
+        (:func:`zoo.parallel.materialize_`), so it never exists whole on one device. Idempotent: Lightning calls it
+        for every stage."""
         plan = getattr(self._trainer.strategy, "parallel_plan", None) if self._trainer is not None else None
         if plan is None:
             return
         from torch.distributed.fsdp import FSDPModule, fully_shard
 
-        from zoo.parallel import parallelize
+        from zoo.parallel import has_meta_tensors, materialize_, parallelize
 
         modules = self.parallel_modules()
         if not modules:
             raise ConfigError(f"strategy=fsdp2: {type(self).__name__} has no model to shard; use strategy=ddp")
         mesh = self.device_mesh["data_parallel"]
+        device = self._trainer.strategy.root_device
         for module in modules:
             parallelize(module, mesh, plan)
+            if has_meta_tensors(module):
+                materialize_(module, device, param_device="cpu" if plan.cpu_offload else None)
         leftovers = [
             m for m in self.children() if not isinstance(m, FSDPModule) and any(p.requires_grad for p in m.parameters())
         ]

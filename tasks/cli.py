@@ -8,6 +8,8 @@ names (``task=vision model.ca=mca``), LightningCLI from ``conf/cli/*.yaml`` by c
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from typing import Any
 
 import lightning as L
@@ -16,19 +18,43 @@ from omegaconf import DictConfig, OmegaConf
 
 from tasks.checkpoint import AtomicCheckpointIO
 from tasks.quiet import quiet_library_noise
+from zoo.parallel import models_on_meta_device
 from zoo.registries import DATA, TASK
 
 
 class ZooCLI(LightningCLI):
-    """LightningCLI whose trainer writes checkpoints atomically, like the Hydra front end's."""
+    """LightningCLI whose trainer writes checkpoints atomically and whose sharding strategies get their networks
+    built on the meta device, like the Hydra front end's."""
+
+    def instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        strategy = (config.get("trainer") or {}).get("strategy")
+        with models_on_meta_device() if _is_sharding(strategy) else contextlib.nullcontext():
+            super().instantiate_classes()
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-        if not any(hasattr(p, "save_checkpoint") for p in plugins):
+        sharded = _is_sharding(config.get("strategy"))  # distributed checkpoints: the strategy writes them atomically
+        if not sharded and not any(hasattr(p, "save_checkpoint") for p in plugins):
             plugins.append(AtomicCheckpointIO())
         config["plugins"] = plugins
         return super()._instantiate_trainer(config, callbacks)
+
+
+def _is_sharding(strategy: Any) -> bool:
+    """Whether a CLI ``trainer.strategy`` (an object, or a ``class_path`` spec) is a ModelParallelStrategy."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    if isinstance(strategy, ModelParallelStrategy):
+        return True
+    spec = strategy.get("class_path") if isinstance(strategy, dict) else getattr(strategy, "class_path", None)
+    module, _, name = str(spec or "").rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name, None) if module else None
+    except ImportError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, ModelParallelStrategy)
 
 
 def make_cli(args: list[str] | None = None, *, run: bool = True, **kwargs: Any) -> LightningCLI:

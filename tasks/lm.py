@@ -11,8 +11,8 @@ from torchmetrics import MeanMetric, MinMetric
 from torchmetrics.text import Perplexity
 
 from tasks.base import BaseTask
-from zoo.models import check_causal_lm
-from zoo.registries import MODEL, TASK
+from zoo.models import build_causal_lm
+from zoo.registries import TASK
 
 IGNORE_INDEX = -100
 
@@ -78,7 +78,7 @@ class LMTask(BaseTask):
             decay_norm_and_bias=decay_norm_and_bias,
         )
         self.save_hyperparameters()
-        self.model = check_causal_lm(MODEL.build(arch, dict(config or {})))
+        self.model = build_causal_lm(arch, config)
         self._forward = torch.compile(self.model) if compile else self.model
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.test_ppl = Perplexity(ignore_index=IGNORE_INDEX)

@@ -30,9 +30,9 @@ from tasks.data.tokenizer import ByteTokenizer
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError
 from zoo.generation import generate
-from zoo.models import check_causal_lm
+from zoo.models import build_causal_lm
 from zoo.optim import param_groups
-from zoo.registries import ADVANTAGE, MODEL, OBJECTIVE, TASK
+from zoo.registries import ADVANTAGE, OBJECTIVE, TASK
 
 
 def sequence_logprobs(
@@ -166,7 +166,7 @@ class RLTask(BaseTask):
         if self.objective.needs_values and advantage != "gae":
             raise ConfigError(f"rl.objective={objective} trains a value function: use rl.advantage=gae (or auto)")
         self.tokenizer = ByteTokenizer()
-        self.policy = check_causal_lm(MODEL.build(arch, dict(config or {})))
+        self.policy = build_causal_lm(arch, config)
         vocab = self.policy.vocab_size
         if vocab < self.tokenizer.vocab_size:
             raise ConfigError(f"model.config.vocab_size={vocab} is smaller than the byte tokenizer's 257")

@@ -20,6 +20,7 @@ key          meaning
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from tasks.quiet import quiet_library_noise
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError, RegistryError, find_zoo_error
 from zoo.io import write_json
+from zoo.parallel import models_on_meta_device
 from zoo.registries import DATA, TASK
 from zoo.registry import import_modules
 
@@ -106,8 +108,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
             check_kwargs(task_cls, dict(plain[node]), node)
         check_kwargs(data_cls, data_kwargs, "data")
         check_kwargs(L.Trainer, plain["trainer"], "trainer")
+        strategy = build_strategy(plain.get("strategy"), plain["trainer"])
         datamodule = data_cls(**data_kwargs)
-        task = task_cls(**model_kwargs)
+        with models_on_meta_device() if _is_sharded(strategy) else contextlib.nullcontext():
+            task = task_cls(**model_kwargs)  # sharded: the networks on the meta device, until configure_model
     except RegistryError as exc:
         keys = _find_keys(OmegaConf.to_container(cfg, resolve=False), exc.name)
         if keys:
@@ -119,7 +123,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # logger=null: drop what can only report to a logger instead of failing at fit start
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer_kwargs = {**plain["trainer"], "strategy": build_strategy(plain.get("strategy"), plain["trainer"])}
+    trainer_kwargs = {**plain["trainer"], "strategy": strategy}
     plugins = [] if _is_sharded(trainer_kwargs["strategy"]) else [AtomicCheckpointIO()]
     trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     return task, datamodule, trainer

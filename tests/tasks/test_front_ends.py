@@ -142,6 +142,23 @@ def test_cli_sets_the_fsdp2_strategy_from_the_hydra_group():
     assert strategy["init_args"]["activation_checkpointing"] == "full"
 
 
+def test_both_front_ends_build_the_network_on_the_meta_device_only_for_a_sharding_strategy(tmp_path):
+    """Under ``strategy=fsdp2`` the model is built on the meta device (``configure_model`` shards and initialises
+    it); under ``single`` it is built whole, as before. Same for LightningCLI's ``--trainer.strategy``."""
+    from tasks.cli import make_cli
+    from tasks.runner import build
+    from zoo.parallel import has_meta_tensors
+
+    sharded, _, _ = build(compose_config(["task=lm", "strategy=fsdp2"], tmp_path / "a"))
+    whole, _, _ = build(compose_config(["task=lm"], tmp_path / "b"))
+    assert has_meta_tensors(sharded.model) and not has_meta_tensors(whole.model)
+    assert not has_meta_tensors(sharded.val_ppl)  # metrics are real tensors: only the network waits
+    config = ["--config", str(ROOT / "conf/cli/lm.yaml")]
+    cli = make_cli([*config, "--trainer.strategy", "{class_path: tasks.strategies.FSDP2Strategy}"], run=False)
+    assert has_meta_tensors(cli.model.model)
+    assert not has_meta_tensors(make_cli(config, run=False).model.model)
+
+
 @pytest.mark.parametrize("task", sorted(CLI_TASKS))
 def test_cli_config_is_generated_from_the_hydra_preset(task):
     import importlib.util

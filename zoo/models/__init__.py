@@ -16,6 +16,7 @@ generation code) may call on a model; a third-party ``MODEL`` that implements it
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -77,6 +78,10 @@ class CausalLM(Protocol):
     def flops_per_token(self, seq_len: int) -> float | None:
         """Training (forward + backward) FLOPs per token at ``seq_len`` for MFU; None if unknown."""
 
+    # Optional: ``init_weights(module)`` initialises what ``module`` owns directly (as ``reset_parameters`` does
+    # for the whole model); a model built on the meta device for sharding is initialised with it, shard by shard
+    # (zoo.parallel.materialize_). Without it each module's own ``reset_parameters()`` runs.
+
 
 PROTOCOL_METHODS = (
     "forward", "hidden_states", "forward_head", "new_cache", "blocks", "input_embeddings", "output_layers",
@@ -98,11 +103,23 @@ def check_causal_lm(model: Any, key: str = "model.arch") -> Any:
     return model
 
 
+def build_causal_lm(arch: str, config: dict[str, Any] | None = None, key: str = "model.arch") -> Any:
+    """``MODEL.build(arch, config)``, checked against the protocol (:func:`check_causal_lm`); on the meta device
+    (nothing allocated) inside :func:`zoo.parallel.models_on_meta_device`, which the front ends enter when the
+    strategy shards the model (the task's ``configure_model`` then shards and initialises it)."""
+    from zoo.parallel.init import build_on_meta
+    from zoo.registries import MODEL
+
+    with torch.device("meta") if build_on_meta() else contextlib.nullcontext():
+        return check_causal_lm(MODEL.build(arch, dict(config or {})), key)
+
+
 __all__ = [
     "CausalLM",
     "GenerationCache",
     "HybridLM",
     "HybridLMConfig",
+    "build_causal_lm",
     "check_causal_lm",
     "sample_token",
     "training_flops_per_token",
