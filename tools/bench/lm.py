@@ -14,6 +14,12 @@ Sections (``--sections train generate moe``):
 - ``generate``: tokens/s of cached decoding at batch 1 and 32 after a ``--gen-prompt``-token prompt (prefilled in
   chunks through the kernels), hybrid vs all-softmax.
 - ``moe``: the MoE layer against a dense SwiGLU of equal active FLOPs (``tools/bench/moe.py``).
+- ``strategies``: the preset trained under ``strategy=fsdp2`` (world 1) ± activation checkpointing against the
+  plain single-device step: tokens/s and peak memory (``tools/bench/sharded.py``).
+- ``largest``: the largest model of a size ladder that trains on one device with FSDP2 and full activation
+  checkpointing, with and without CPU offload (``tools/bench/sharded.py``).
+
+    python tools/bench/lm.py --sections strategies largest --output docs/bench/lm_strategies_h200.json
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tools.bench import moe as moe_bench
+from tools.bench import sharded
 from tools.bench.moe import time_step
 from zoo.io import write_json
 from zoo.models import HybridLM, HybridLMConfig, training_flops_per_token
@@ -191,6 +198,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gen-batches", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--prefill-chunk", type=int, default=4096)
     parser.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (training)")
+    parser.add_argument("--strategy-lengths", nargs="+", type=int, default=[2048, 8192])
+    parser.add_argument("--largest-models", nargs="+", default=list(sharded.LADDER), choices=list(sharded.LADDER))
+    parser.add_argument("--largest-offload", nargs="+", type=int, default=[0, 1], help="1: with CPU offload")
+    parser.add_argument("--largest-length", type=int, default=4096)
+    parser.add_argument("--largest-tokens", type=int, default=8192)
+    parser.add_argument("--largest-steps", type=int, default=2)
+    parser.add_argument("--partial-output", type=Path, help="rewrite the results after every ladder case here")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
@@ -199,6 +213,15 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"preset": args.preset, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
     result["torch"] = torch.__version__
     result["compile"] = args.compile
+    if "largest" in args.sections:  # first: each size in a fresh process while this one holds no device memory
+        args.largest_offload = [bool(x) for x in args.largest_offload]
+        result["largest"] = sharded.largest(args)
+        print_table(
+            f"largest model on one device (FSDP2, full AC, T={args.largest_length}, {result['device']})",
+            result["largest"],
+            ["model", "cpu_offload", "status", "params_b", "active_b", "build_s", "ms_per_step", "tokens_per_s",
+             "peak_gb"],
+        )  # fmt: skip
     peak = matmul_peak(device)
     result["matmul_peak_tflops"] = peak / 1e12 if peak else None
     if "train" in args.sections:
@@ -242,6 +265,16 @@ def main(argv: list[str] | None = None) -> dict:
             "--experts", str(shape["num_experts"]), "--top-k", str(shape["top_k"]), "--tokens", str(args.tokens),
         ]  # fmt: skip
         result["moe"] = moe_bench.main(moe_args)
+    if "strategies" in args.sections:
+        result["strategies"] = sharded.strategies(args, PRESETS[args.preset])
+        if args.partial_output:
+            write_json(args.partial_output, result)
+        print_table(
+            f"strategies ({args.preset}, {args.tokens} tokens/step, world 1, {result['device']})",
+            result["strategies"],
+            ["strategy", "activation_checkpointing", "T", "B", "ms_per_step", "tokens_per_s", "vs_single", "peak_gb",
+             "memory_vs_single"],
+        )  # fmt: skip
     if args.output:
         write_json(args.output, result)
     if args.plot and result.get("train"):
