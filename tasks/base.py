@@ -98,6 +98,12 @@ class BaseTask(L.LightningModule):
         tasks without any return [] and run under data parallelism only."""
         return []
 
+    def shard_units(self) -> tuple[Any, list[Any]] | None:
+        """For a task whose network is not a causal LM: ``(root, units)``, the network and the submodules FSDP2
+        shards one by one (e.g. a backbone's residual blocks; :func:`zoo.parallel.parallelize_units`); None if
+        the task has none."""
+        return None
+
     def configure_model(self) -> None:
         """Apply the strategy's :class:`~zoo.parallel.ParallelPlan` (``strategy=fsdp2``) to
         :meth:`parallel_modules` over the data-parallel mesh, then shard what is left (e.g. a value head) with the
@@ -112,9 +118,14 @@ class BaseTask(L.LightningModule):
         from zoo.parallel import has_meta_tensors, materialize_, parallelize
 
         modules = self.parallel_modules()
-        if not modules:
-            raise ConfigError(f"strategy=fsdp2: {type(self).__name__} has no model to shard; use strategy=ddp")
         mesh = self.device_mesh["data_parallel"]
+        units = self.shard_units()
+        if not modules and units is None:
+            raise ConfigError(f"strategy=fsdp2: {type(self).__name__} has no model to shard; use strategy=ddp")
+        if units is not None:
+            from zoo.parallel import parallelize_units
+
+            parallelize_units(*units, mesh, plan)
         device = self._trainer.strategy.root_device
         for module in modules:
             parallelize(module, mesh, plan)

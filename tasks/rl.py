@@ -32,6 +32,7 @@ from zoo.errors import ConfigError
 from zoo.generation import generate
 from zoo.models import build_causal_lm
 from zoo.optim import param_groups
+from zoo.parallel.fsdp import is_sharded
 from zoo.registries import ADVANTAGE, OBJECTIVE, TASK
 
 
@@ -324,8 +325,12 @@ class RLTask(BaseTask):
             by_length.setdefault(len(ids), []).append(i)
         results: list[Any] = [None] * (len(problems) * repeats)
         eos = self.tokenizer.eos_id
-        for length in sorted(by_length):
-            members = by_length[length]
+        for length in self._prompt_lengths(by_length):
+            members = by_length.get(length, [])
+            if not members:  # only another rank has prompts of this length: the same calls keep the sharded
+                blank = torch.full((1, length), eos, device=self.device)  # policy's collectives in step
+                generate(self.policy, blank, self.budget(), eos=eos)
+                continue
             batch = torch.tensor([prompts[i] for i in members for _ in range(repeats)], device=self.device)
             out, logprobs = generate(
                 self.policy, batch, self.budget(), temperature=0.0 if greedy else self.hparams.temperature,
@@ -337,6 +342,18 @@ class RLTask(BaseTask):
                 cut = tokens.index(eos) + 1 if eos in tokens else len(tokens)
                 results[i * repeats + k] = (prompts[i], tokens[:cut], logprobs[row][:cut])
         return results
+
+    def _prompt_lengths(self, by_length: dict[int, list[int]]) -> list[int]:
+        """The prompt lengths to generate for, in order: this rank's, or under a sharded policy (a collective
+        forward) those of every rank, each rank generating a blank prompt for a length it lacks."""
+        lengths = sorted(by_length)
+        if not is_sharded(self.policy):
+            return lengths
+        import torch.distributed as dist
+
+        every: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(every, lengths)
+        return sorted({n for rank_lengths in every for n in rank_lengths})
 
     def _score(self, problem, completion: list[int]) -> tuple[float, bool, bool, int]:
         """(reward, correct, format ok, length) of one completion."""

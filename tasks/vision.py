@@ -88,6 +88,13 @@ class VisionTask(BaseTask):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run knows its best
 
+    def shard_units(self) -> tuple[torch.nn.Module, list[torch.nn.Module]]:
+        """``strategy=fsdp2``: the backbone's blocks (the children of its ``nn.Sequential`` stages: a ResNet's
+        residual blocks, a ViT's transformer blocks) are the FSDP2 units, the rest of the network (stem, head) the
+        root's."""
+        stages = [m for m in self.net.children() if isinstance(m, torch.nn.Sequential)]
+        return self.net, [block for stage in stages for block in stage.children()]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, in_chans, H, W]`` → logits ``[B, num_classes]``."""
         return self.net(images)

@@ -64,6 +64,7 @@ def generate(
         cache = model.new_cache()
         logits = model(input_ids, cache=cache)[:, -1]
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        sharded = _is_sharded(model)
         for i in range(max_new_tokens):
             next_token = sample_token(logits, temperature, top_p, generator)
             logp = torch.log_softmax(logits.float(), -1).gather(-1, next_token[:, None])[:, 0]
@@ -73,7 +74,7 @@ def generate(
                 finished |= next_token == eos
             tokens.append(next_token[:, None])
             logprobs.append(logp)
-            if (eos is not None and bool(finished.all())) or i == max_new_tokens - 1:
+            if (eos is not None and _all_finished(finished, sharded)) or i == max_new_tokens - 1:
                 break
             logits = model(next_token[:, None], cache=cache)[:, -1]
     out = torch.cat(tokens, dim=1)
@@ -84,3 +85,22 @@ def generate(
 
 
 __all__ = ["generate", "sample_token"]
+
+
+def _all_finished(finished: torch.Tensor, sharded: bool) -> bool:
+    """Whether every sequence is done: on this process, or on every process when the model is sharded (each
+    forward of a sharded model is a collective, so all ranks must take the same number of decode steps)."""
+    done = finished.all()
+    if sharded:
+        import torch.distributed as dist
+
+        flag = done.to(torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        done = flag.bool()
+    return bool(done)
+
+
+def _is_sharded(model: Any) -> bool:
+    from zoo.parallel.fsdp import is_sharded
+
+    return is_sharded(model)

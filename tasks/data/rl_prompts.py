@@ -7,7 +7,8 @@ them with the environment (``datamodule.env``). Training step ``g`` (counted ove
 every process, unlike ``hash()``), so any two runs with the same seed see the same prompts at the same step, and a
 run resumed mid-epoch continues with the prompts of an uninterrupted one. Under DDP every process draws its own
 prompts (``rank`` in the seed). Validation and test go through the environment's fixed evaluation set in chunks of
-``eval_batch_size`` problems (under DDP, process ``r`` takes chunks ``r, r + world_size, …``, none twice).
+``eval_batch_size`` problems (under DDP, process ``r`` takes chunks ``r, r + world_size, …``, none twice; the chunks
+are then balanced so that every process gets as many).
 
 Lightning would fail moving frozen dataclasses to the device, so :meth:`RLPromptData.transfer_batch_to_device`
 returns batches unchanged (it takes precedence over the LightningModule's hook). Lightning cannot infer a batch
@@ -102,17 +103,30 @@ class StepLoader(ResumableLoader):
 
 
 class Chunks(Dataset):
-    """Map-style: item ``k`` is the ``k``-th chunk of ``size`` problems of a list (the last may be shorter)."""
+    """Map-style: item ``k`` is the ``k``-th chunk of ``size`` problems of a list (the last may be shorter); with
+    ``count``, the list cut into ``count`` chunks whose sizes differ by at most one (none empty while the list has
+    ``count`` problems)."""
 
-    def __init__(self, problems: list[Problem], size: int) -> None:
+    def __init__(self, problems: list[Problem], size: int, count: int | None = None) -> None:
         self.problems = problems
         self.size = size
+        self.count = count
 
     def __len__(self) -> int:
-        return -(-len(self.problems) // self.size)
+        return self.count if self.count is not None else -(-len(self.problems) // self.size)
 
     def __getitem__(self, index: int) -> list[Problem]:
+        if self.count is not None:
+            n = len(self.problems)
+            return self.problems[index * n // self.count : (index + 1) * n // self.count]
         return self.problems[index * self.size : (index + 1) * self.size]
+
+    @classmethod
+    def balanced(cls, problems: list[Problem], size: int, world: int) -> Chunks:
+        """Chunks of at most ``size`` problems, a multiple of ``world`` of them, so every process gets the same
+        number of batches (a sharded model's forward is a collective: every rank must run as many)."""
+        per_rank = max(1, -(-len(problems) // (world * size)))
+        return cls(problems, size, count=per_rank * world)
 
 
 class ShardSampler(DistributedSampler):
@@ -209,5 +223,6 @@ class RLPromptData(L.LightningDataModule):
 
     def _eval_loader(self) -> DataLoader:
         world, rank = self._world()
-        chunks = Chunks(self.env.eval_set(), self.eval_batch_size)
+        problems = self.env.eval_set()
+        chunks = Chunks(problems, self.eval_batch_size) if world == 1 else Chunks.balanced(problems, self.eval_batch_size, world)
         return DataLoader(chunks, batch_size=None, sampler=ShardSampler(len(chunks), world, rank), collate_fn=identity)

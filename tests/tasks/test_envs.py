@@ -382,6 +382,9 @@ def test_eval_batches_cover_the_eval_set_once(eval_batch_size):
 def test_shard_sampler_splits_without_duplicates():
     chunks = Chunks(list(range(10)), 3)  # type: ignore[arg-type]
     assert [chunks[i] for i in range(len(chunks))] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    balanced = Chunks.balanced(list(range(10)), 3, world=2)  # type: ignore[arg-type]
+    # a multiple of 2 chunks of ≤ 3 (each process as many batches), sizes within one, every problem once
+    assert [balanced[i] for i in range(len(balanced))] == [[0, 1], [2, 3, 4], [5, 6], [7, 8, 9]]
     shards = [list(ShardSampler(7, 3, r)) for r in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(7))
     assert [len(ShardSampler(7, 3, r)) for r in range(3)] == [3, 2, 2]

@@ -92,7 +92,10 @@ def test_optuna_sweep(tmp_path):
             ["strategy=fsdp2", "strategy.activation_checkpointing=some"],
             ["strategy.activation_checkpointing='some' is unknown; valid: none, full, selective"],
         ),
-        (["strategy=fsdp2"], ["strategy=fsdp2: VisionTask has no model to shard; use strategy=ddp"]),
+        (
+            ["strategy=fsdp2", "strategy.expert_parallel_size=2", "trainer=cpu"],
+            ["strategy.expert_parallel_size=2: CifarResNet has no MoE layers; valid: 1"],
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_paragraph(tmp_path, overrides, expected):

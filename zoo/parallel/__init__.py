@@ -12,6 +12,7 @@ function                       what it does
 :func:`apply_expert_parallel`  split each MoE layer's experts over an ``ep`` group, tokens exchanged by all-to-all
 :func:`clip_grad_norm_`        gradient-norm clipping over parameters sharded on several meshes
 :func:`materialize_`           allocate a model built on the meta device and initialise it shard by shard
+:func:`parallelize_units`     the same plan for any other network, given its units (``task=vision``'s blocks)
 :class:`ParallelPlan`          the options of a run (``strategy.*`` in the Hydra config), applied by
                                :func:`parallelize`
 ============================== ====================================================================================
@@ -20,9 +21,9 @@ function                       what it does
 from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing
 from zoo.parallel.clip import clip_grad_norm_
 from zoo.parallel.expert import apply_expert_parallel, expert_parallel_mesh
-from zoo.parallel.fsdp import apply_fsdp
+from zoo.parallel.fsdp import apply_fsdp, is_sharded
 from zoo.parallel.init import build_on_meta, has_meta_tensors, materialize_, models_on_meta_device
-from zoo.parallel.plan import ParallelPlan, parallelize
+from zoo.parallel.plan import ParallelPlan, parallelize, parallelize_units
 from zoo.parallel.router import use_global_router_statistics
 
 __all__ = [
@@ -35,8 +36,10 @@ __all__ = [
     "clip_grad_norm_",
     "expert_parallel_mesh",
     "has_meta_tensors",
+    "is_sharded",
     "materialize_",
     "models_on_meta_device",
     "parallelize",
+    "parallelize_units",
     "use_global_router_statistics",
 ]

@@ -33,10 +33,19 @@ def apply_activation_checkpointing(model: Any, mode: str = "full", every: int = 
         raise ConfigError(f"strategy.activation_checkpointing='{mode}' is unknown; valid: {', '.join(AC_MODES)}")
     if mode == "none":
         return 0
-    blocks = model.blocks()
-    chosen = {id(b) for i, b in enumerate(blocks) if mode == "full" or (i + 1) % every == 0}
+    return checkpoint_units(model, model.blocks(), mode, every)
+
+
+def checkpoint_units(root: nn.Module, units: list[nn.Module], mode: str = "full", every: int = 2) -> int:
+    """:func:`apply_activation_checkpointing` for any network: wrap ``units`` (submodules of ``root``), all of them
+    (``full``) or every ``every``-th (``selective``), in place; the number wrapped."""
+    if mode not in AC_MODES:
+        raise ConfigError(f"strategy.activation_checkpointing='{mode}' is unknown; valid: {', '.join(AC_MODES)}")
+    if mode == "none":
+        return 0
+    chosen = {id(b) for i, b in enumerate(units) if mode == "full" or (i + 1) % every == 0}
     _wrap_matching(
-        model,
+        root,
         checkpoint_wrapper_fn=lambda m: checkpoint_wrapper(m, checkpoint_impl=CheckpointImpl.NO_REENTRANT),
         check_fn=lambda m: isinstance(m, nn.Module) and id(m) in chosen,
     )

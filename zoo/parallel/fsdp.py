@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
@@ -57,14 +58,26 @@ def apply_fsdp(
     return model
 
 
+def is_sharded(module: nn.Module) -> bool:
+    """Whether ``module`` has parameters sharded over a process group (``DTensor`` s: FSDP2, expert parallelism),
+    so that its forward is a collective every rank must call as often."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        return False
+    return any(hasattr(p, "device_mesh") for p in module.parameters())
+
+
 def shard_dim(shape: torch.Size | tuple[int, ...], world_size: int) -> int:
     """The dimension FSDP2 shards a parameter of ``shape`` along: 0, unless it has fewer rows than ranks and a
-    later dimension has at least as many (the stacked experts ``[E, 2H, D]`` with E = 32 on 64 ranks would
+    later dimension divides evenly among them (the stacked experts ``[E, 2H, D]`` with E = 32 on 64 ranks would
     otherwise leave half of the ranks with padding and the rest with a whole expert each; torchtitan shards those
-    along dim 1 too)."""
+    along dim 1 too). FSDP2 shards only dim 0 unevenly, so a later dimension must be a multiple of the world
+    size (else dim 0 it is, padded)."""
     if len(shape) < 2 or shape[0] >= world_size:
         return 0
-    return max(range(len(shape)), key=lambda d: (shape[d] >= world_size, shape[d]))
+    even = [d for d in range(1, len(shape)) if shape[d] % world_size == 0]  # FSDP2 pads dim 0 only
+    return max(even, key=lambda d: shape[d]) if even else 0
 
 
 def shard_placement(world_size: int):
@@ -80,3 +93,33 @@ def _wrapped_or_self(model: Any, block: Any) -> Any:
         if getattr(module, "_checkpoint_wrapped_module", None) is block:
             return module
     return block
+
+
+def apply_fsdp_to_units(
+    root: nn.Module,
+    units: list[nn.Module],
+    mesh: DeviceMesh,
+    *,
+    param_dtype: torch.dtype | None = None,
+    reduce_dtype: torch.dtype | None = torch.float32,
+    reshard_after_forward: bool = True,
+    cpu_offload: bool = False,
+) -> nn.Module:
+    """FSDP2 for a network that is not a causal LM (a vision backbone): ``fully_shard`` each of ``units`` (e.g. the
+    residual blocks; their checkpoint wrappers if activation checkpointing wrapped them), then ``root`` (the stem,
+    the head, whatever is left)."""
+    options: dict[str, Any] = {
+        "mesh": mesh,
+        "mp_policy": MixedPrecisionPolicy(param_dtype, reduce_dtype),
+        "shard_placement_fn": shard_placement(mesh.size()),
+        "reshard_after_forward": reshard_after_forward,
+    }
+    if cpu_offload:
+        options["offload_policy"] = CPUOffloadPolicy()
+    for param in root.parameters():  # FSDP2 shards contiguous tensors only (channels_last conv weights are not)
+        if not param.is_contiguous():
+            param.data = param.data.contiguous()
+    for unit in units:
+        fully_shard(_wrapped_or_self(root, unit), **options)
+    fully_shard(root, **options)
+    return root

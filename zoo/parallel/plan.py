@@ -9,9 +9,9 @@ import torch
 from torch.distributed.device_mesh import DeviceMesh
 
 from zoo.errors import ConfigError
-from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing
+from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing, checkpoint_units
 from zoo.parallel.expert import apply_expert_parallel, expert_parallel_mesh
-from zoo.parallel.fsdp import apply_fsdp
+from zoo.parallel.fsdp import apply_fsdp, apply_fsdp_to_units
 from zoo.parallel.router import use_global_router_statistics
 
 PARAM_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -100,3 +100,25 @@ def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan) -> Any:
         cpu_offload=plan.cpu_offload,
         expert_mesh=None if expert_mesh is None else expert_mesh["efsdp"],
     )
+
+
+def parallelize_units(root: Any, units: list[Any], mesh: DeviceMesh, plan: ParallelPlan) -> Any:
+    """:func:`parallelize` for a network that is not a causal LM (``task=vision``): activation checkpointing of
+    ``units`` (e.g. residual blocks), then FSDP2 over them and ``root``. Idempotent."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(root, FSDPModule):
+        return root
+    if plan.expert_parallel_size > 1:
+        raise ConfigError(
+            f"strategy.expert_parallel_size={plan.expert_parallel_size}: {type(root).__name__} has no MoE layers; "
+            f"valid: 1"
+        )
+    checkpoint_units(root, units, plan.activation_checkpointing)
+    dtype = PARAM_DTYPES[plan.param_dtype]
+    if plan.param_dtype == "auto":
+        dtype = torch.bfloat16 if mesh.device_type == "cuda" else None
+    return apply_fsdp_to_units(
+        root, units, mesh, param_dtype=dtype, reshard_after_forward=plan.reshard_after_forward,
+        cpu_offload=plan.cpu_offload,
+    )  # fmt: skip
