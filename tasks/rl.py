@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 
 from tasks.base import BaseTask, TrainingBudget
 from tasks.data.tokenizer import ByteTokenizer
@@ -34,6 +35,8 @@ from zoo.models import build_causal_lm
 from zoo.optim import param_groups
 from zoo.parallel.fsdp import is_sharded
 from zoo.registries import ADVANTAGE, OBJECTIVE, TASK
+
+EVAL_KEYS = ("acc", "reward", "format", "length")
 
 
 def sequence_logprobs(
@@ -176,6 +179,10 @@ class RLTask(BaseTask):
         self.register_buffer("warm_started", torch.tensor(False))
         self.register_buffer("rollouts_done", torch.tensor(0, dtype=torch.long))  # in the checkpoint: resumes count on
         self.best_val_acc = 0.0
+        # held-out means weighted by problems, reduced over every process (each evaluates its share)
+        self.eval_means = nn.ModuleDict(
+            {f"{stage}_{key}": MeanMetric() for stage in ("val", "test") for key in EVAL_KEYS}
+        )
 
     # ------------------------------------------------------------------------------------------- setup
     def optimizer_steps_per_batch(self) -> int:
@@ -258,7 +265,12 @@ class RLTask(BaseTask):
         for prefix in ("policy.", "model."):
             own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             if own:
-                self.policy.load_state_dict(own)
+                if is_sharded(self.policy):  # full tensors into this rank's shards
+                    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+                    set_model_state_dict(self.policy, own, options=StateDictOptions(full_state_dict=True))
+                else:
+                    self.policy.load_state_dict(own)
                 return
         raise ConfigError(f"rl.init_checkpoint={path} holds no policy weights (keys 'policy.*' or 'model.*')")
 
@@ -507,15 +519,17 @@ class RLTask(BaseTask):
     def _eval_step(self, problems: list, stage: str) -> None:
         result = self._evaluate(problems)
         n = int(result.pop("count"))
-        for key, value in result.items():
-            self.log(f"{stage}/{key}", value, batch_size=n, prog_bar=key == "acc")
+        for key in EVAL_KEYS:
+            mean = self.eval_means[f"{stage}_{key}"]
+            mean.update(torch.tensor(result[key], device=self.device), weight=n)
+            self.log(f"{stage}/{key}", mean, prog_bar=key == "acc")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        accuracy = self.trainer.callback_metrics.get("val/acc")
-        if accuracy is not None:
-            self.best_val_acc = max(self.best_val_acc, float(accuracy))
+        accuracy = self.eval_means["val_acc"]
+        if accuracy.update_count:  # this validation's accuracy over every process (not the last one logged)
+            self.best_val_acc = max(self.best_val_acc, float(accuracy.compute()))
             self.log("val/acc_best", self.best_val_acc, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ writes its checkpoint in the strategy's format, and the checkpoint loads back in
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -65,3 +66,10 @@ def test_rl_under_fsdp2(tmp_path):
     task = RLTask(**checkpoint["hyper_parameters"])
     task.load_state_dict(checkpoint["state_dict"])
     assert int(checkpoint["state_dict"]["rollouts_done"]) == 3
+    # a sharded policy starts from that consolidated checkpoint (GRPO: with a sharded frozen reference too) and
+    # trains: the KL to the reference is logged
+    train(tmp_path, "rl_init", *RL, "strategy=fsdp2", "rl.rollouts=1", "rl.objective=grpo",
+          f"rl.init_checkpoint={tmp_path / 'rl.ckpt'}")  # fmt: skip
+    with open(tmp_path / "rl_init" / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert any(row.get("warm_start/acc") for row in rows) and any(row.get("train/kl_ref") for row in rows)

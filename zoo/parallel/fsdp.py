@@ -7,7 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+#: The causal-LM protocol's methods besides ``forward`` that run the network; FSDP2 hooks only ``forward`` unless told.
+PROTOCOL_ENTRY_POINTS = ("hidden_states", "forward_head")
 
 
 def apply_fsdp(
@@ -55,6 +58,9 @@ def apply_fsdp(
         fully_shard(_wrapped_or_self(model, block), reshard_after_forward=reshard_after_forward, **options)
     fully_shard(model.output_layers(), reshard_after_forward=False, **options)
     fully_shard(model, reshard_after_forward=reshard_after_forward, **options)
+    for method in PROTOCOL_ENTRY_POINTS:  # called without forward (e.g. RL's log-probabilities): FSDP's root hooks
+        if callable(getattr(model, method, None)):
+            register_fsdp_forward_method(model, method)
     return model
 
 
