@@ -199,7 +199,8 @@ class COCODataModule(L.LightningDataModule):
             raise ConfigError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ConfigError(f"data.num_classes must be a positive integer or null, got {num_classes!r}")
-        self.save_hyperparameters()
+        if type(self) is COCODataModule:  # a subclass saves its own arguments (exactly the leaf's, as
+            self.save_hyperparameters()  # both front ends then agree: LightningCLI records only those)
         self.root = root
         self.train_ann, self.val_ann = train_ann, val_ann
         self.train_images, self.val_images = train_images, val_images
@@ -341,11 +342,12 @@ class CopyPasteCOCODataModule(COCODataModule):
             format=image_format, emoji=copy_paste.emoji_available(), garments=copy_paste.garments_available(),
         )  # fmt: skip
         self.settings_hash = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-        if root is None:
+        directory = root  # `root` itself stays as given: it is the saved hyperparameter (None: this hash)
+        if directory is None:
             cache = Path(os.environ.get("ZOO_CACHE", "~/.cache/zoo")).expanduser()
-            root = str(cache / "copy_paste_coco" / self.settings_hash)
+            directory = str(cache / "copy_paste_coco" / self.settings_hash)
         super().__init__(
-            root=root, batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+            root=directory, batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
             image_size=image_size, augment=augment, with_masks=with_masks, seed=seed, num_classes=num_classes,
         )  # fmt: skip
         self.save_hyperparameters()

@@ -117,7 +117,7 @@ def test_unknown_config_group_option_lists_choices(tmp_path):
 CLI_TASKS = {"vision": "VisionTask", "lm": "LMTask", "rl": "RLTask", "detection": "DetectionTask"}
 
 
-@pytest.mark.parametrize("task", ["lm", "rl", "vision"])  # detection: its generated data's root differs (open)
+@pytest.mark.parametrize("task", ["lm", "rl", "vision", "detection"])
 def test_hydra_and_lightning_cli_build_identical_hyperparameters(tmp_path, task):
     from tasks.cli import make_cli
     from tasks.runner import build
