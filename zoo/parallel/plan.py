@@ -70,6 +70,14 @@ class ParallelPlan:
                 )
 
 
+def compute_dtype(plan: ParallelPlan, mesh: DeviceMesh) -> torch.dtype | None:
+    """FSDP2's ``param_dtype`` for ``plan`` on ``mesh``: ``auto`` is bf16 on CUDA and the stored dtype (None)
+    elsewhere."""
+    if plan.param_dtype == "auto":
+        return torch.bfloat16 if mesh.device_type == "cuda" else None
+    return PARAM_DTYPES[plan.param_dtype]
+
+
 def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan) -> Any:
     """Apply ``plan`` to ``model`` on the 1-D data-parallel ``mesh``, in torchtitan's order: global router
     statistics, expert parallelism over an ``(efsdp, ep)`` view of the same ranks, activation checkpointing per
@@ -89,9 +97,7 @@ def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan) -> Any:
         expert_mesh = expert_parallel_mesh(mesh.device_type, mesh.size(), plan.expert_parallel_size)
         apply_expert_parallel(model, expert_mesh["ep"])
     apply_activation_checkpointing(model, plan.activation_checkpointing)
-    dtype = PARAM_DTYPES[plan.param_dtype]
-    if plan.param_dtype == "auto":
-        dtype = torch.bfloat16 if mesh.device_type == "cuda" else None
+    dtype = compute_dtype(plan, mesh)
     return apply_fsdp(
         model,
         mesh,
@@ -115,9 +121,7 @@ def parallelize_units(root: Any, units: list[Any], mesh: DeviceMesh, plan: Paral
             f"valid: 1"
         )
     checkpoint_units(root, units, plan.activation_checkpointing)
-    dtype = PARAM_DTYPES[plan.param_dtype]
-    if plan.param_dtype == "auto":
-        dtype = torch.bfloat16 if mesh.device_type == "cuda" else None
+    dtype = compute_dtype(plan, mesh)
     return apply_fsdp_to_units(
         root, units, mesh, param_dtype=dtype, reshard_after_forward=plan.reshard_after_forward,
         cpu_offload=plan.cpu_offload,
