@@ -38,6 +38,7 @@ __all__ = [
     "capacity_mask",
     "expert_capacity",
     "grouped_mm_available",
+    "inverse_permutation",
     "load_balancing_loss",
     "router_z_loss",
 ]
@@ -239,8 +240,7 @@ class MoEExperts(nn.Module):
         with _autocast_off(x.device.type, _autocast_dtype(x.device.type) is not None):
             if impl == "grouped_mm":
                 # gathers only (no atomics): dispatch row j = x[order[j] // k]; combine by the inverse permutation
-                inverse = torch.empty_like(order)
-                inverse[order] = torch.arange(order.numel(), device=order.device)
+                inverse = inverse_permutation(order)
                 xs = _DispatchRows.apply(x.to(cdt), order, inverse, k)
                 h = self._grouped(xs, counts, cdt) * weight.to(cdt)
                 return _CombineRows.apply(h, order, inverse, k).to(x.dtype)
@@ -295,6 +295,13 @@ class MoEExperts(nn.Module):
         return gmm(F.silu(gate) * up, down_proj.to(cdt).transpose(-2, -1), offs=offs)
 
 
+def inverse_permutation(permutation: torch.Tensor) -> torch.Tensor:
+    """``inverse`` with ``inverse[permutation[j]] = j`` (1-D int64)."""
+    inverse = torch.empty_like(permutation)
+    inverse[permutation] = torch.arange(permutation.numel(), device=permutation.device)
+    return inverse
+
+
 class _DispatchRows(torch.autograd.Function):
     """``xs[j] = x[order[j] // k]`` (each token copied to its k expert-sorted slots); the backward sums each token's
     k slot gradients by gathering through the inverse permutation — no scatter, no atomics."""
@@ -309,7 +316,7 @@ class _DispatchRows(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (inverse,) = ctx.saved_tensors
         n = inverse.numel() // ctx.k
-        return grad.index_select(0, inverse).view(n, ctx.k, -1).sum(1), None, None, None
+        return grad.index_select(0, inverse).view(n, ctx.k, grad.shape[-1]).sum(1), None, None, None
 
 
 class _CombineRows(torch.autograd.Function):

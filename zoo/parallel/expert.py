@@ -103,7 +103,14 @@ class ExpertDispatcher:
     ) -> torch.Tensor:
         """``y_t = Σ_k w_tk · FFN_{idx_tk}(x_t)`` with the experts spread over the group; same arguments and result as
         :meth:`zoo.ffn.moe.MoEExperts.forward` (``keep``: assignments that are served; the others are not sent)."""
-        from zoo.ffn.moe import _autocast_dtype, _autocast_off, _CombineRows, _DispatchRows, _expert_counts
+        from zoo.ffn.moe import (
+            _autocast_dtype,
+            _autocast_off,
+            _CombineRows,
+            _DispatchRows,
+            _expert_counts,
+            inverse_permutation,
+        )
 
         cdt = compute_dtype or x.dtype
         E, k = self.num_experts, top_k_index.shape[-1]
@@ -111,8 +118,7 @@ class ExpertDispatcher:
         if keep is not None:
             flat = torch.where(keep.reshape(-1), flat, E)  # dropped assignments sort last and are not sent
         order = torch.argsort(flat, stable=True)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
+        inverse = inverse_permutation(order)
         send_counts = _expert_counts(flat, E + 1)[:E]
         recv_counts = torch.empty_like(send_counts)
         dist.all_to_all_single(recv_counts, send_counts, group=self.group)  # [ep · E/ep]: per source, my experts
@@ -128,8 +134,11 @@ class ExpertDispatcher:
             local_expert = torch.arange(self.local_experts, device=x.device).repeat(self.ep)
             local_expert = local_expert.repeat_interleave(recv_counts.reshape(-1), output_size=sum(recv_splits))
             by_expert = torch.argsort(local_expert, stable=True)
-            outputs = experts.sorted_forward(_Gather.apply(received, by_expert), recv_counts.sum(0), impl, cdt)
-            returned = _all_to_all(_Gather.apply(outputs, _inverse(by_expert)), send_splits, recv_splits, self.group)
+            back = inverse_permutation(by_expert)  # the reorders are gathers, each the other's backward (k = 1)
+            sorted_rows = _DispatchRows.apply(received, by_expert, back, 1)
+            outputs = experts.sorted_forward(sorted_rows, recv_counts.sum(0), impl, cdt)
+            rank_major = _DispatchRows.apply(outputs, back, by_expert, 1)
+            returned = _all_to_all(rank_major, send_splits, recv_splits, self.group)
             if sent < rows.shape[0]:  # dropped assignments: zero output
                 returned = torch.cat([returned, returned.new_zeros(rows.shape[0] - sent, returned.shape[-1])])
             return _CombineRows.apply(returned * weight.to(cdt), order, inverse, k).to(x.dtype)
@@ -141,24 +150,3 @@ def _all_to_all(rows: torch.Tensor, out_splits: list[int], in_splits: list[int],
     from torch.distributed._functional_collectives import all_to_all_single_autograd, wait_tensor
 
     return wait_tensor(all_to_all_single_autograd(rows.contiguous(), out_splits, in_splits, group))
-
-
-def _inverse(permutation: torch.Tensor) -> torch.Tensor:
-    inverse = torch.empty_like(permutation)
-    inverse[permutation] = torch.arange(permutation.numel(), device=permutation.device)
-    return inverse
-
-
-class _Gather(torch.autograd.Function):
-    """``y = x[perm]`` for a permutation ``perm``; the backward gathers through the inverse (no scatter, no
-    atomics: deterministic)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(perm)
-        return x.index_select(0, perm)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (perm,) = ctx.saved_tensors
-        return grad.index_select(0, _inverse(perm)), None
