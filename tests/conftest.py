@@ -83,3 +83,17 @@ def run_tool(
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def consolidated(tmp_path: Path, name: str) -> dict:
+    """Consolidate run ``tmp_path/name``'s sharded ``last.ckpt`` with ``tools/consolidate.py`` (into
+    ``tmp_path/name.safetensors`` and a single-file ``tmp_path/name.ckpt``) and return that checkpoint."""
+    import torch
+
+    out = tmp_path / f"{name}.ckpt"
+    result = run_tool(
+        str(ROOT / "tools" / "consolidate.py"), str(tmp_path / name / "checkpoints" / "last.ckpt"),
+        "--output", str(tmp_path / f"{name}.safetensors"), "--ckpt", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return torch.load(out, weights_only=False)

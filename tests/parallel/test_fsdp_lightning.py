@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, consolidated, run_tool
 
 FSDP_LM = [
     "task=lm", "model=tiny", "model.config.hidden_size=32", "model.config.num_heads=2", "model.config.num_kv_heads=1",
@@ -28,16 +28,6 @@ def run(tmp_path, name: str, *overrides: str):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     return result
-
-
-def consolidated(tmp_path, name: str) -> dict:
-    out = tmp_path / f"{name}.ckpt"
-    result = run_tool(
-        str(ROOT / "tools" / "consolidate.py"), str(tmp_path / name / "checkpoints" / "last.ckpt"),
-        "--output", str(tmp_path / f"{name}.safetensors"), "--ckpt", str(out), cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return torch.load(out, weights_only=False)
 
 
 @pytest.mark.slow

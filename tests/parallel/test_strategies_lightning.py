@@ -8,9 +8,8 @@ import csv
 import json
 
 import pytest
-import torch
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, consolidated, run_tool
 
 CPU2 = ["trainer=cpu", "trainer.devices=2", "logger=csv", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 VISION = ["task=vision", "trainer.max_epochs=2", "data.train_subset=256", "+model.backbone_kwargs.widths=[4,8,8]"]
@@ -26,16 +25,6 @@ def train(tmp_path, name: str, *overrides: str) -> dict:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads((tmp_path / name / "metrics.json").read_text())
-
-
-def consolidated(tmp_path, name: str) -> dict:
-    out = tmp_path / f"{name}.ckpt"
-    result = run_tool(
-        str(ROOT / "tools" / "consolidate.py"), str(tmp_path / name / "checkpoints" / "last.ckpt"),
-        "--output", str(tmp_path / f"{name}.safetensors"), "--ckpt", str(out), cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return torch.load(out, weights_only=False)
 
 
 @pytest.mark.slow
