@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -86,19 +85,7 @@ def train_case(args, pattern: str, length: int, peak: float | None) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
     batch = max(1, args.tokens // length)
     ids = torch.randint(0, model.config.vocab_size, (batch, length + 1), device=device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-
-    def step():
-        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-            logits = model(ids[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
-            aux = model.moe_loss()
-            if aux is not None:
-                loss = loss + aux
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    step = sharded.train_step(model, optimizer, ids, autocast=device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seconds = time_step(step, device, args.warmup, args.repeats)

@@ -104,7 +104,9 @@ def build_sharded(
     return model, plan
 
 
-def _train_step(model: HybridLM, optimizer: Any, ids: torch.Tensor, autocast: bool):
+def train_step(model: HybridLM, optimizer: Any, ids: torch.Tensor, autocast: bool):
+    """One AdamW step of next-token CE + the MoE loss on ``ids`` ``[B, T+1]`` (bf16 autocast if ``autocast``)."""
+
     def step() -> None:
         with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(ids[:, :-1])
@@ -129,7 +131,7 @@ def strategy_case(args: Any, shape: dict[str, Any], strategy: str, ac: str, leng
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
     batch = max(1, args.tokens // length)
     ids = torch.randint(0, shape["vocab_size"], (batch, length + 1), device=device)
-    step = _train_step(model, optimizer, ids, autocast=strategy == "single" and device.type == "cuda")
+    step = train_step(model, optimizer, ids, autocast=strategy == "single" and device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -174,7 +176,7 @@ def _largest_child(name: str, offload: bool, args: dict[str, Any], queue: Any) -
         ids = torch.randint(0, shape["vocab_size"], (batch, args["length"] + 1), device=device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        seconds = _timed_steps(_train_step(model, optimizer, ids, autocast=False), device, 1, args["steps"])
+        seconds = _timed_steps(train_step(model, optimizer, ids, autocast=False), device, 1, args["steps"])
         row.update(
             status="trains", ms_per_step=1e3 * seconds, tokens_per_s=batch * args["length"] / seconds,
             peak_gb=torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None,
