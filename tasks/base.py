@@ -142,11 +142,11 @@ class BaseTask(L.LightningModule):
     ) -> None:
         """Lightning's clipping, except the norm of sharded parameters (``strategy=fsdp2``), which may live on
         several meshes under expert parallelism: :func:`zoo.parallel.clip_grad_norm_` combines them."""
-        sharded = any(hasattr(p, "device_mesh") for group in optimizer.param_groups for p in group["params"])
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        sharded = any(hasattr(p, "device_mesh") for p in params)
         if gradient_clip_val and sharded and str(gradient_clip_algorithm or "norm") == "norm":
             from zoo.parallel import clip_grad_norm_
 
-            params = [p for group in optimizer.param_groups for p in group["params"]]
             clip_grad_norm_(params, gradient_clip_val)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)

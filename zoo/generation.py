@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from zoo.parallel.fsdp import is_sharded
+
 
 def sample_token(
     logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None
@@ -64,7 +66,7 @@ def generate(
         cache = model.new_cache()
         logits = model(input_ids, cache=cache)[:, -1]
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        sharded = _is_sharded(model)
+        sharded = is_sharded(model)
         for i in range(max_new_tokens):
             next_token = sample_token(logits, temperature, top_p, generator)
             logp = torch.log_softmax(logits.float(), -1).gather(-1, next_token[:, None])[:, 0]
@@ -98,9 +100,3 @@ def _all_finished(finished: torch.Tensor, sharded: bool) -> bool:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         done = flag.bool()
     return bool(done)
-
-
-def _is_sharded(model: Any) -> bool:
-    from zoo.parallel.fsdp import is_sharded
-
-    return is_sharded(model)
