@@ -19,8 +19,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from tasks.app.runner import register_resolvers
 from tasks.data.fashion_mnist import DEBIAN_DIR, FILES, find_file
-from tasks.runner import register_resolvers
 from tests.skip_policy import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 (pytest hooks)
 
 ROOT = Path(__file__).resolve().parents[1]

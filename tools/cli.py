@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from tasks.entry_points import cli
+from tasks.app.entry_points import cli
 
 if __name__ == "__main__":
     cli()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from tasks.entry_points import generate
+from tasks.app.entry_points import generate
 
 if __name__ == "__main__":
     generate()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from tasks.entry_points import list_components
+from tasks.app.entry_points import list_components
 
 if __name__ == "__main__":
     list_components()

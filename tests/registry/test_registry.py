@@ -163,7 +163,7 @@ def test_registries_file_lists_every_extension_point():
 
 
 def test_list_shows_aliases_beside_their_component(capsys):
-    from tasks.entry_points import list_components
+    from tasks.app.entry_points import list_components
     from zoo.registries import CHANNEL_ATTENTION
 
     assert CHANNEL_ATTENTION.aliases("eca") == ["efficient_channel_attention"]

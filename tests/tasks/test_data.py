@@ -147,7 +147,7 @@ def test_real_fashion_mnist_default_location():
 
 def test_image_folder_config_names_the_missing_folder_before_num_classes(make_cfg, tmp_path):
     """data=image_folder: the model's num_classes comes from the class folders; a bad root says so first."""
-    from tasks.runner import build
+    from tasks.app.runner import build
 
     with pytest.raises(DatasetNotFoundError, match=r"has no train folder"):
         build(make_cfg("data=image_folder", f"data.root={tmp_path / 'missing'}", tiny=False, name="bad"))

@@ -222,7 +222,7 @@ def generated_overrides(tmp_path_factory) -> list[str]:
 @pytest.mark.parametrize("detector", DETECTORS)
 def test_hydra_fast_dev_run_on_the_generated_set(detector, generated_overrides, tmp_path):
     """``tools/train.py task=detection model.detector=… model.ca=mca trainer.fast_dev_run=true``, composed for real."""
-    from tasks.runner import train
+    from tasks.app.runner import train
     from tests.conftest import compose_config
 
     overrides = ["task=detection", f"model.detector={detector}", "model.ca=mca", "trainer.fast_dev_run=true"]
@@ -233,7 +233,7 @@ def test_hydra_fast_dev_run_on_the_generated_set(detector, generated_overrides, 
 
 def test_detection_experiment_scores_the_final_weights(generated_overrides, tmp_path):
     """experiment=detection_ca: fixed steps, no validation, test on the final weights, one data seed, no files."""
-    from tasks.runner import train
+    from tasks.app.runner import train
     from tests.conftest import compose_config
 
     cpu = ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.max_steps=2"]

@@ -15,11 +15,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tasks.app.runner import data_property
 from tasks.data.rl_prompts import Chunks, RLPromptData, ShardSampler, StepSampler, step_rng
 from tasks.envs import AdditionEnv, CountdownEnv, Environment, ExpressionError, Problem, evaluate_expression
 from tasks.envs.addition import carry_columns
 from tasks.envs.countdown import parse_expression
-from tasks.runner import data_property
 from tests.conftest import compose_config
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError, RegistryError

@@ -119,8 +119,8 @@ CLI_TASKS = {"vision": "VisionTask", "lm": "LMTask", "rl": "RLTask", "detection"
 
 @pytest.mark.parametrize("task", ["lm", "rl", "vision", "detection"])
 def test_hydra_and_lightning_cli_build_identical_hyperparameters(tmp_path, task):
-    from tasks.cli import make_cli
-    from tasks.runner import build
+    from tasks.app.cli import make_cli
+    from tasks.app.runner import build
 
     cfg = compose_config([f"task={task}"], tmp_path / "run")
     hydra_task, hydra_data, _ = build(cfg)
@@ -137,19 +137,19 @@ def test_hydra_and_lightning_cli_build_identical_hyperparameters(tmp_path, task)
 
 
 def test_cli_sets_the_fsdp2_strategy_from_the_hydra_group():
-    from tasks.cli import hydra_to_cli
+    from tasks.app.cli import hydra_to_cli
 
     cfg = compose_config(["task=lm", "strategy=fsdp2", "strategy.activation_checkpointing=full"], ROOT / "logs" / "x")
     strategy = hydra_to_cli(cfg)["trainer"]["strategy"]
-    assert strategy["class_path"] == "tasks.strategies.FSDP2Strategy"
+    assert strategy["class_path"] == "tasks.app.strategies.FSDP2Strategy"
     assert strategy["init_args"]["activation_checkpointing"] == "full"
 
 
 def test_both_front_ends_build_the_network_on_the_meta_device_only_for_a_sharding_strategy(tmp_path):
     """Under ``strategy=fsdp2`` the model is built on the meta device (``configure_model`` shards and initialises
     it); under ``single`` it is built whole, as before. Same for LightningCLI's ``--trainer.strategy``."""
-    from tasks.cli import make_cli
-    from tasks.runner import build
+    from tasks.app.cli import make_cli
+    from tasks.app.runner import build
     from zoo.parallel import has_meta_tensors
 
     sharded, _, _ = build(compose_config(["task=lm", "strategy=fsdp2"], tmp_path / "a"))
@@ -157,7 +157,7 @@ def test_both_front_ends_build_the_network_on_the_meta_device_only_for_a_shardin
     assert has_meta_tensors(sharded.model) and not has_meta_tensors(whole.model)
     assert not has_meta_tensors(sharded.val_ppl)  # metrics are real tensors: only the network waits
     config = ["--config", str(ROOT / "conf/cli/lm.yaml")]
-    cli = make_cli([*config, "--trainer.strategy", "{class_path: tasks.strategies.FSDP2Strategy}"], run=False)
+    cli = make_cli([*config, "--trainer.strategy", "{class_path: tasks.app.strategies.FSDP2Strategy}"], run=False)
     assert has_meta_tensors(cli.model.model)
     assert not has_meta_tensors(make_cli(config, run=False).model.model)
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from tasks.app.runner import train
 from tasks.lm import LMTask
-from tasks.runner import train
 from tests.conftest import ROOT, run_tool
 
 # A very small hybrid MoE LM on a few hundred KB of the standard library: a fit takes a few seconds.
@@ -105,7 +105,7 @@ def test_count_params_tool_prints_the_minimax_shape():
 def test_count_params_reports_fsdp2_bytes_per_rank_on_the_meta_device():
     """456.09 B parameters over 64 ranks: 7.13 B each (the 32 stacked experts are sharded along their rows, not
     padded to 64 along the expert axis), 16 bytes each with fp32 gradients and AdamW; nothing is allocated."""
-    from tasks.entry_points import count_params
+    from tasks.app.entry_points import count_params
 
     counts = count_params(["model=minimax_text_01", "strategy=fsdp2", "--world-size", "64", "--json"])
     per_rank = counts["per_rank"]
@@ -137,7 +137,7 @@ def test_bench_lm_runs_on_the_cpu(tmp_path):
 def test_a_short_run_succeeds_and_leaves_last_ckpt(lm_cfg, tmp_path):
     """max_steps ending between validations (none ran): the run returns normally (no optimized_metric demanded
     outside sweeps), writes metrics.json, and leaves last.ckpt at the final step for tools/generate.py."""
-    from tasks.entry_points import run_job
+    from tasks.app.entry_points import run_job
 
     cfg = lm_cfg("trainer.max_steps=7", "trainer.val_check_interval=15", name="short")
     assert run_job(cfg) is None

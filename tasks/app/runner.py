@@ -32,8 +32,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tasks.checkpoint import AtomicCheckpointIO, resolve_ckpt_path
-from tasks.quiet import quiet_library_noise
+from tasks.app.checkpoint import AtomicCheckpointIO, resolve_ckpt_path
+from tasks.app.quiet import quiet_library_noise
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError, RegistryError, find_zoo_error
 from zoo.io import write_json

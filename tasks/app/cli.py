@@ -16,8 +16,8 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI
 from omegaconf import DictConfig, OmegaConf
 
-from tasks.checkpoint import AtomicCheckpointIO
-from tasks.quiet import quiet_library_noise
+from tasks.app.checkpoint import AtomicCheckpointIO
+from tasks.app.quiet import quiet_library_noise
 from zoo.parallel import models_on_meta_device
 from zoo.registries import DATA, TASK
 
@@ -103,7 +103,7 @@ def hydra_to_cli(cfg: DictConfig) -> dict[str, Any]:
                 out.append(_class_spec(target.rsplit(".", 1)[-1], item))
         return out
 
-    from tasks.runner import task_kwargs
+    from tasks.app.runner import task_kwargs
 
     trainer = dict(plain["trainer"])
     strategy = plain.get("strategy") or {}

@@ -15,7 +15,7 @@ from zoo.errors import ConfigError, exit_on_config_error
 def config_dir() -> str:
     """The Hydra config directory: ``$ZOO_CONFIG_DIR``, else ``conf/`` of the checkout this package lives in."""
     explicit = os.environ.get("ZOO_CONFIG_DIR")
-    candidate = Path(explicit) if explicit else Path(__file__).resolve().parents[1] / "conf"
+    candidate = Path(explicit) if explicit else Path(__file__).resolve().parents[2] / "conf"
     if not (candidate / "train.yaml").is_file():
         raise ConfigError(
             f"no Hydra configs at {candidate}: run from a clone of zoo (pip install -e .), or set ZOO_CONFIG_DIR "
@@ -43,7 +43,7 @@ def remove_if_nothing_ran(run_dir: str | os.PathLike) -> bool:
 def run_job(cfg) -> float | None:
     """Hydra's task function: train and test, print a configuration error as one paragraph and exit 2 (removing
     the run directory Hydra made for it, which would hold only Hydra's record)."""
-    from tasks.runner import objective_value, train
+    from tasks.app.runner import objective_value, train
 
     try:
         with exit_on_config_error():
@@ -65,7 +65,7 @@ def train() -> None:
 
 def cli() -> None:
     """``zoo-cli`` / ``python tools/cli.py``: the LightningCLI front end."""
-    from tasks.cli import make_cli
+    from tasks.app.cli import make_cli
 
     with exit_on_config_error():
         make_cli()
@@ -100,7 +100,7 @@ def _compose(overrides: list[str], defaults: list[str]):
     """``conf/train.yaml`` composed with ``defaults`` (where the user did not set that key) and ``overrides``."""
     from hydra import compose, initialize_config_dir
 
-    from tasks.runner import register_resolvers
+    from tasks.app.runner import register_resolvers
 
     register_resolvers()
     keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
