@@ -25,6 +25,10 @@ CONFIG = {
     "hidden_size": 32, "num_heads": 2, "num_kv_heads": 1, "head_dim": 16, "num_layers": 4, "attention": "LLLS",
     "intermediate_size": 48, "num_experts": 4, "top_k": 2, "moe_kwargs": {"aux_loss_coef": 0.1, "z_loss_coef": 0.01},
 }  # fmt: skip
+# Adam's ε: 1e-6, not torch's 1e-8. Router gradients of ~1e-8 differ in the last bits between one process and two
+# ranks (fp32 sums in another order, other CPU kernels); ε = 1e-8 turns each of them into a full ±lr step of
+# either sign (the gate's weights then differed by 2e-5 relative on an AVX-512 machine), 1e-6 leaves them small.
+EPS = 1e-6
 STEPS = 3
 
 
@@ -43,7 +47,7 @@ def train_steps(
     """3 AdamW steps of CE + MoE loss on ``ids``, gradients clipped by ``clip`` to norm 0.5 (about half the first
     step's); the (globally averaged) loss of each step and the gradients of the first after clipping (Adam's update
     hides a wrongly scaled gradient, so they are compared too)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, eps=EPS)
     losses, first_grads = [], {}
     for step in range(STEPS):
         logits = model(ids[:, :-1])
@@ -178,8 +182,9 @@ def test_expert_parallel_size_must_divide_world_and_experts():
 def vision_net():
     from zoo.registries import BACKBONE
 
-    torch.manual_seed(0)
-    return BACKBONE.build("resnet20", num_classes=10, in_chans=3, ca="mca", widths=[4, 8, 8])
+    torch.manual_seed(0)  # channels-last, as VisionTask builds it (both sides: CPU kernels differ by memory format)
+    net = BACKBONE.build("resnet20", num_classes=10, in_chans=3, ca="mca", widths=[4, 8, 8])
+    return net.to(memory_format=torch.channels_last)
 
 
 def vision_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,7 +212,7 @@ def vision_worker(rank: int, world: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        net = vision_net().to(memory_format=torch.channels_last)  # as VisionTask builds it
+        net = vision_net()
         stages = [m for m in net.children() if isinstance(m, torch.nn.Sequential)]
         blocks = [block for stage in stages for block in stage.children()]
         parallelize_units(net, blocks, init_device_mesh("cpu", (world,)), ParallelPlan(activation_checkpointing="full"))
