@@ -19,6 +19,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tasks.app.runner import data_property
 from tasks.data import austen as austen_module
 from tasks.data.austen import (
     BOOKS,
@@ -48,7 +49,6 @@ from tasks.data.tokenizer import (
     tokenizer_from_checkpoint,
     tokenizer_from_json,
 )
-from tasks.runner import data_property
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError, DatasetNotFoundError
 from zoo.registries import DATA
