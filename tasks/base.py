@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 
-from zoo.config import check_kwargs
 from zoo.errors import ConfigError
-from zoo.optim import param_groups
-from zoo.registries import OPTIMIZER, SCHEDULER
+from zoo.optim import OptimSettings, build_optimizer, build_scheduler, param_groups, resolve_optim
 
 
 @dataclass(frozen=True)
@@ -26,44 +25,36 @@ class TrainingBudget:
 class BaseTask(L.LightningModule):
     """A LightningModule whose optimizer and schedule are chosen by name.
 
-    Subclasses pass their optimizer arguments up and call ``self.save_hyperparameters()`` themselves, so that the
-    saved hyperparameters are exactly the leaf's ``__init__`` arguments (primitives only, which Hydra, LightningCLI
-    and ``load_from_checkpoint`` all handle).
+    Every task takes them as one argument, ``optim`` (:class:`~zoo.optim.OptimSettings`: ``optimizer``, ``lr``,
+    ``weight_decay``, ``optimizer_kwargs``, ``scheduler``, ``scheduler_kwargs``, ``decay_norm_and_bias``), resolved
+    over the task's :attr:`optim_defaults` into :attr:`optim_config`. Subclasses pass ``optim`` up and call
+    ``self.save_hyperparameters()`` themselves, so that the saved hyperparameters are exactly the leaf's
+    ``__init__`` arguments (primitives only, which Hydra, LightningCLI and ``load_from_checkpoint`` all handle).
 
     Args:
-        optimizer: ``OPTIMIZER`` name (``sgd``, ``adamw``).
-        lr: peak learning rate.
-        weight_decay: L2 / decoupled weight decay of the weight matrices and kernels.
-        optimizer_kwargs: further optimizer arguments (``momentum``, ``betas``, …).
-        scheduler: ``SCHEDULER`` name (``warmup_cosine``, ``constant``, ``multistep``), stepped every step.
-        scheduler_kwargs: its arguments (``warmup_epochs``, ``min_lr_ratio``, ``milestones``, …).
-        decay_norm_and_bias: also decay biases and normalisation scales.
+        optim: the optimizer settings that differ from the task's defaults (``{lr: 0.05}``), or None.
     """
 
-    def __init__(
-        self,
-        *,
-        optimizer: str = "sgd",
-        lr: float = 0.1,
-        weight_decay: float = 5e-4,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        scheduler: str = "warmup_cosine",
-        scheduler_kwargs: dict[str, Any] | None = None,
-        decay_norm_and_bias: bool = False,
-    ) -> None:
+    #: Complete settings; a subclass overrides any of them (its recipe: ``{optimizer: sgd, lr: 0.1, …}``).
+    optim_defaults: ClassVar[OptimSettings] = {
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "optimizer_kwargs": {},
+        "scheduler": "constant",
+        "scheduler_kwargs": {},
+        "decay_norm_and_bias": False,
+    }
+
+    def __init__(self, *, optim: OptimSettings | None = None) -> None:
         super().__init__()
         # fail at construction, not after the data has loaded
-        check_kwargs(OPTIMIZER.get(optimizer), dict(optimizer_kwargs or {}), "model.optimizer_kwargs")
-        check_kwargs(SCHEDULER.get(scheduler), dict(scheduler_kwargs or {}), "model.scheduler_kwargs")
-        self.optim_config = {
-            "optimizer": optimizer,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "optimizer_kwargs": dict(optimizer_kwargs or {}),
-            "scheduler": scheduler,
-            "scheduler_kwargs": dict(scheduler_kwargs or {}),
-            "decay_norm_and_bias": decay_norm_and_bias,
-        }
+        self.optim_config: OptimSettings = resolve_optim(optim, self.default_optim(), "model.optim")
+
+    @classmethod
+    def default_optim(cls) -> OptimSettings:
+        """The complete settings an ``optim`` of None gives: the task's :attr:`optim_defaults` over the base's."""
+        return typing.cast(OptimSettings, {**BaseTask.optim_defaults, **cls.optim_defaults})
 
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
         """What the optimizer updates: every trainable parameter, weight matrices decayed (see
@@ -167,18 +158,12 @@ class BaseTask(L.LightningModule):
         return 1
 
     def configure_optimizers(self) -> dict[str, Any]:
-        c = self.optim_config
-        groups = self.optimizer_param_groups()
-        optimizer = OPTIMIZER.build(c["optimizer"], groups, lr=c["lr"], **c["optimizer_kwargs"])
+        optimizer = build_optimizer(self.optim_config, groups=self.optimizer_param_groups())
         total_steps = self.training_batches() * self.optimizer_steps_per_batch()
         if not math.isfinite(total_steps):
             raise ConfigError("set trainer.max_epochs or trainer.max_steps: the learning-rate schedule needs a length")
         steps_per_epoch = max(1.0, self.optimizer_steps_per_epoch(total_steps))
-        schedule = SCHEDULER.build(
-            c["scheduler"],
-            optimizer,
-            total_steps=int(total_steps),
-            steps_per_epoch=steps_per_epoch,
-            **c["scheduler_kwargs"],
+        schedule = build_scheduler(
+            self.optim_config, optimizer, total_steps=int(total_steps), steps_per_epoch=steps_per_epoch
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -12,7 +12,7 @@ Batches follow torchvision's detection convention::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,15 +22,12 @@ from tasks.base import BaseTask
 from zoo.detectors import DETECTION_BACKBONES, NORMS
 from zoo.errors import ConfigError
 from zoo.extras import require
+from zoo.optim import OptimSettings
 from zoo.registries import CHANNEL_ATTENTION, DETECTOR, TASK
 
 # MeanAveragePrecision's scalar results that are logged, as ``{stage}/{iou_type}_{key}``
 LOGGED = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100")
 MASK_DETECTORS = ("mask_rcnn",)
-
-# mmdetection's 1× schedule: SGD 0.02 (16 images a batch), momentum 0.9, ×0.1 at epochs 8 and 11 of 12, warmup
-DEFAULT_OPTIMIZER_KWARGS = {"momentum": 0.9}
-DEFAULT_SCHEDULER_KWARGS = {"milestones": [8 / 12, 11 / 12], "gamma": 0.1, "warmup_epochs": 0.25}
 
 
 def _check_name(registry: Any, name: str, key: str) -> None:
@@ -60,16 +57,25 @@ class DetectionTask(BaseTask):
         anchor_sizes: base anchor size per pyramid level (5 levels; default 32, 64, 128, 256, 512).
         detector_kwargs: further arguments of torchvision's constructor (``box_detections_per_img``,
             ``rpn_batch_size_per_image``, ``score_thresh``, …).
-        optimizer, lr, weight_decay, optimizer_kwargs, scheduler, scheduler_kwargs, decay_norm_and_bias:
-            see :class:`~tasks.base.BaseTask`; defaults are mmdetection's 1× schedule (``optimizer_kwargs=None``
-            means ``{momentum: 0.9}``, ``scheduler_kwargs=None`` means decay ×0.1 at 8/12 and 11/12 of training
-            after a quarter-epoch warmup). ``lr=0.02`` is for 16 images a batch; scale it linearly.
+        optim: the optimizer settings over :attr:`optim_defaults`, mmdetection's 1× schedule (SGD 0.02, momentum
+            0.9, weight decay 1e-4, ×0.1 at 8/12 and 11/12 of training after a quarter-epoch warmup), see
+            :class:`~zoo.optim.OptimSettings`. ``lr=0.02`` is for 16 images a batch; scale it linearly.
 
     Logged: ``train/loss`` and each term (``train/loss_classifier``, ``train/loss_box_reg``, …),
     ``{val,test}/bbox_map``, ``_map_50``, ``_map_75``, ``_map_small``, ``_map_medium``, ``_map_large``,
     ``_mar_1``, ``_mar_10``, ``_mar_100``, and the same with ``segm_`` for ``mask_rcnn`` (-1 where no ground truth
     of that size exists).
     """
+
+    #: mmdetection's 1× schedule: SGD 0.02 (16 images a batch), momentum 0.9, ×0.1 at epochs 8 and 11 of 12, warmup
+    optim_defaults: ClassVar[OptimSettings] = {
+        "optimizer": "sgd",
+        "lr": 0.02,
+        "weight_decay": 1e-4,
+        "optimizer_kwargs": {"momentum": 0.9},
+        "scheduler": "multistep",
+        "scheduler_kwargs": {"milestones": [8 / 12, 11 / 12], "gamma": 0.1, "warmup_epochs": 0.25},
+    }
 
     def __init__(
         self,
@@ -84,13 +90,7 @@ class DetectionTask(BaseTask):
         pretrained_backbone: bool = False,
         anchor_sizes: list[int] | None = None,
         detector_kwargs: dict[str, Any] | None = None,
-        optimizer: str = "sgd",
-        lr: float = 0.02,
-        weight_decay: float = 1e-4,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        scheduler: str = "multistep",
-        scheduler_kwargs: dict[str, Any] | None = None,
-        decay_norm_and_bias: bool = False,
+        optim: OptimSettings | None = None,
     ) -> None:
         _check_name(DETECTOR, detector, "detector")
         _check_name(CHANNEL_ATTENTION, ca, "ca")
@@ -103,17 +103,7 @@ class DetectionTask(BaseTask):
             raise ConfigError(f"model.norm={norm!r} is unknown; valid choices: {', '.join(NORMS)}")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"model.num_classes must be a positive int (without background), got {num_classes!r}")
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            optimizer_kwargs=DEFAULT_OPTIMIZER_KWARGS if optimizer_kwargs is None else optimizer_kwargs,
-            scheduler=scheduler,
-            scheduler_kwargs=(
-                DEFAULT_SCHEDULER_KWARGS if scheduler_kwargs is None and scheduler == "multistep" else scheduler_kwargs
-            ),
-            decay_norm_and_bias=decay_norm_and_bias,
-        )
+        super().__init__(optim=optim)
         self.save_hyperparameters()
         self.with_masks = DETECTOR.canonical(detector) in MASK_DETECTORS
         self.model: nn.Module = DETECTOR.build(

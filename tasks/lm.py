@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from torchmetrics.text import Perplexity
 
 from tasks.base import BaseTask
 from zoo.models import build_causal_lm
+from zoo.optim import OptimSettings
 from zoo.registries import TASK
 
 IGNORE_INDEX = -100
@@ -45,13 +46,21 @@ class LMTask(BaseTask):
         compile: ``torch.compile`` the model.
         log_expert_load: log each MoE layer's busiest expert share and the dropped fraction.
         throughput: add a :class:`TokenThroughputMonitor` (tokens/s, MFU).
-        optimizer, lr, weight_decay, optimizer_kwargs, scheduler, scheduler_kwargs, decay_norm_and_bias:
-            see :class:`~tasks.base.BaseTask` (MiniMax: AdamW β = (0.9, 0.95), weight decay 0.1).
+        optim: the optimizer settings over :attr:`optim_defaults` (AdamW 1e-3, weight decay 0.1, warmup + cosine),
+            see :class:`~zoo.optim.OptimSettings` (MiniMax: ``optimizer_kwargs: {betas: [0.9, 0.95]}``).
 
     Logged: ``train/loss`` (CE), ``train/aux_loss``, ``train/ppl``, ``val/loss``, ``val/ppl``, ``val/loss_best``,
     ``test/loss``, ``test/ppl``, ``moe/max_load``, ``moe/dropped``, ``train/device/items_per_sec`` (tokens/s),
     ``train/device/mfu``.
     """
+
+    optim_defaults: ClassVar[OptimSettings] = {
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 0.1,
+        "optimizer_kwargs": {},
+        "scheduler": "warmup_cosine",
+    }
 
     def __init__(
         self,
@@ -60,23 +69,9 @@ class LMTask(BaseTask):
         compile: bool = False,
         log_expert_load: bool = True,
         throughput: bool = True,
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.1,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        scheduler: str = "warmup_cosine",
-        scheduler_kwargs: dict[str, Any] | None = None,
-        decay_norm_and_bias: bool = False,
+        optim: OptimSettings | None = None,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            optimizer_kwargs=optimizer_kwargs,
-            scheduler=scheduler,
-            scheduler_kwargs=scheduler_kwargs,
-            decay_norm_and_bias=decay_norm_and_bias,
-        )
+        super().__init__(optim=optim)
         self.save_hyperparameters()
         self.model = build_causal_lm(arch, config)
         self._forward = torch.compile(self.model) if compile else self.model

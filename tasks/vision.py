@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tasks.base import BaseTask
 from zoo.errors import ConfigError
+from zoo.optim import OptimSettings
 from zoo.registries import BACKBONE, TASK
 
 
@@ -30,12 +31,20 @@ class VisionTask(BaseTask):
         ca_kwargs: channel-attention arguments (``kernel_size``, ``moments``, …), over the name's presets.
         label_smoothing: cross-entropy label smoothing ε.
         channels_last: run convolutions in NHWC memory format (faster on CPUs and tensor cores).
-        optimizer, lr, weight_decay, optimizer_kwargs, scheduler, scheduler_kwargs, decay_norm_and_bias:
-            see :class:`~tasks.base.BaseTask`.
+        optim: the optimizer settings over :attr:`optim_defaults` (SGD 0.1, weight decay 5e-4, warmup + cosine),
+            see :class:`~zoo.optim.OptimSettings`.
 
     Logged: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_top5``, ``val/acc_best``,
     ``test/loss``, ``test/acc``, ``test/acc_top5``.
     """
+
+    optim_defaults: ClassVar[OptimSettings] = {
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "weight_decay": 5e-4,
+        "optimizer_kwargs": {},
+        "scheduler": "warmup_cosine",
+    }
 
     def __init__(
         self,
@@ -47,23 +56,9 @@ class VisionTask(BaseTask):
         ca_kwargs: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = True,
-        optimizer: str = "sgd",
-        lr: float = 0.1,
-        weight_decay: float = 5e-4,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        scheduler: str = "warmup_cosine",
-        scheduler_kwargs: dict[str, Any] | None = None,
-        decay_norm_and_bias: bool = False,
+        optim: OptimSettings | None = None,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            optimizer_kwargs=optimizer_kwargs,
-            scheduler=scheduler,
-            scheduler_kwargs=scheduler_kwargs,
-            decay_norm_and_bias=decay_norm_and_bias,
-        )
+        super().__init__(optim=optim)
         self.save_hyperparameters()
         self.net = BACKBONE.build(
             backbone,

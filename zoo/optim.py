@@ -2,19 +2,119 @@
 
 Optimizers: ``fn(param_groups, **kwargs) -> torch.optim.Optimizer``. Schedules: ``fn(optimizer, *, total_steps,
 steps_per_epoch, **kwargs) -> LRScheduler``, stepped once per optimizer step.
+
+What a task configures about both is one :class:`OptimSettings` (``model.optim`` in the configs), resolved over the
+task's defaults by :func:`resolve_optim` and built by :func:`build_optimizer` / :func:`build_scheduler`.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from zoo.config import check_kwargs, describe, matches
+from zoo.errors import ConfigError
 from zoo.registries import OPTIMIZER, SCHEDULER
+
+
+class OptimSettings(TypedDict, total=False):
+    """How a task optimizes its parameters: the same keys in every task (``model.optim.lr=0.05``).
+
+    Keys:
+        optimizer: ``OPTIMIZER`` name (``sgd``, ``adamw``).
+        lr: peak learning rate.
+        weight_decay: L2 / decoupled weight decay of the weight matrices and kernels.
+        optimizer_kwargs: further optimizer arguments (``momentum``, ``betas``, …).
+        scheduler: ``SCHEDULER`` name (``warmup_cosine``, ``constant``, ``multistep``), stepped every optimizer step.
+        scheduler_kwargs: its arguments (``warmup_epochs``, ``min_lr_ratio``, ``milestones``, …).
+        decay_norm_and_bias: also decay biases and normalisation scales.
+    """
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    optimizer_kwargs: dict[str, Any]
+    scheduler: str
+    scheduler_kwargs: dict[str, Any]
+    decay_norm_and_bias: bool
+
+
+#: The keys of :class:`OptimSettings`, in order.
+OPTIM_KEYS: tuple[str, ...] = tuple(OptimSettings.__annotations__)
+
+
+def resolve_optim(given: Mapping[str, Any] | None, defaults: Mapping[str, Any], key: str) -> OptimSettings:
+    """``given`` over ``defaults`` (which set every key), checked: names registered, kwargs accepted, types right.
+
+    The defaults' ``optimizer_kwargs`` (``scheduler_kwargs``) belong to the default optimizer (scheduler): naming
+    another one starts its kwargs empty, so ``{scheduler: constant}`` over a ``multistep`` default does not inherit
+    ``milestones``.
+
+    Args:
+        given: the configured settings (any subset of :data:`OPTIM_KEYS`), or None for the defaults.
+        defaults: complete settings.
+        key: where ``given`` sits in the config (``"model.optim"``), for messages.
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type, or kwargs the optimizer / scheduler does not take.
+        RegistryError: an unregistered optimizer or scheduler name (the message lists the registered ones).
+    """
+    given = dict(given or {})
+    for name in given:
+        if name not in OPTIM_KEYS:
+            close = difflib.get_close_matches(name, OPTIM_KEYS, n=1, cutoff=0.6)
+            hint = f" Did you mean {key}.{close[0]}?" if close else ""
+            raise ConfigError(f"{key}.{name} is not an optimizer setting. Valid keys: {', '.join(OPTIM_KEYS)}.{hint}")
+    missing = [name for name in OPTIM_KEYS if name not in defaults]
+    if missing:
+        raise ConfigError(f"the defaults of {key} lack {', '.join(missing)}")
+    settings: dict[str, Any] = dict(defaults)
+    for choice, kwargs in (("optimizer", "optimizer_kwargs"), ("scheduler", "scheduler_kwargs")):
+        if given.get(choice, settings[choice]) != settings[choice]:
+            settings[kwargs] = {}
+    settings.update(given)
+    hints = typing.get_type_hints(OptimSettings)
+    for name, value in settings.items():
+        if not matches(value, hints[name]):
+            raise ConfigError(f"{key}.{name}={value!r} has the wrong type: expected {describe(hints[name])}")
+    settings["optimizer_kwargs"] = dict(settings["optimizer_kwargs"] or {})
+    settings["scheduler_kwargs"] = dict(settings["scheduler_kwargs"] or {})
+    check_kwargs(OPTIMIZER.get(settings["optimizer"]), settings["optimizer_kwargs"], f"{key}.optimizer_kwargs")
+    check_kwargs(SCHEDULER.get(settings["scheduler"]), settings["scheduler_kwargs"], f"{key}.scheduler_kwargs")
+    return typing.cast(OptimSettings, settings)
+
+
+def build_optimizer(
+    settings: OptimSettings, module: nn.Module | None = None, groups: Any = None
+) -> torch.optim.Optimizer:
+    """The settings' optimizer over ``groups`` (parameter groups), or over ``module``'s trainable parameters split
+    by :func:`param_groups`."""
+    if groups is None:
+        if module is None:
+            raise ValueError("build_optimizer needs a module or parameter groups")
+        groups = param_groups(module, settings["weight_decay"], decay_norm_and_bias=settings["decay_norm_and_bias"])
+    return OPTIMIZER.build(settings["optimizer"], groups, lr=settings["lr"], **settings["optimizer_kwargs"])
+
+
+def build_scheduler(
+    settings: OptimSettings, optimizer: torch.optim.Optimizer, *, total_steps: int, steps_per_epoch: float
+) -> LRScheduler:
+    """The settings' schedule of ``optimizer`` over ``total_steps`` optimizer steps (``*_epochs`` arguments count
+    ``steps_per_epoch`` steps)."""
+    return SCHEDULER.build(
+        settings["scheduler"],
+        optimizer,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        **settings["scheduler_kwargs"],
+    )
 
 
 def param_groups(model: nn.Module, weight_decay: float, *, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:

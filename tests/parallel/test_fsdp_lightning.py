@@ -17,7 +17,7 @@ FSDP_LM = [
     "data.batch_size=4", "strategy=fsdp2", "trainer=cpu", "trainer.devices=2", "trainer.max_steps=8",
     "strategy.expert_parallel_size=2", "trainer.val_check_interval=4", "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2", "test=false",
-    "logger=csv", "model.lr=1e-2",
+    "logger=csv", "model.optim.lr=1e-2",
 ]  # fmt: skip
 
 

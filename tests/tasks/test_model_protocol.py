@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.runner import build, train
+from tasks.app.runner import build, train
 from zoo.errors import ConfigError
 from zoo.models import CausalLM, HybridLM, check_causal_lm
 
@@ -17,7 +17,7 @@ def test_lm_task_trains_a_model_registered_from_the_tests(make_cfg, tmp_path):
     cfg = make_cfg(
         "task=lm", *TOY, "data.max_docs=20", "data.seq_len=32", "data.batch_size=8", f"data.cache_dir={tmp_path / 'c'}",
         "trainer.max_steps=12", "trainer.val_check_interval=12", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "model.lr=1e-2", "logger=csv", tiny=False,
+        "trainer.limit_test_batches=2", "model.optim.lr=1e-2", "logger=csv", tiny=False,
     )  # fmt: skip
     metrics = train(cfg)
     assert metrics["val/loss"] < 5.0 < torch.log(torch.tensor(257.0)).item()  # below the uniform 5.55 nats

@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
+from tasks.app.runner import build, train
 from tasks.rl import RLTask, overlong_penalty, repetition_cut
-from tasks.runner import build, train
 from tests.conftest import ROOT
 from zoo.errors import ConfigError
 
@@ -90,7 +90,7 @@ def test_every_objective_trains_and_logs(rl_cfg, tmp_path, objective):
 LEARN = [
     "rl.objective=cispo", "data.env_kwargs.digits=1", "data.env_kwargs.eval_size=32", "rl.warm_start_steps=100",
     "rl.group_size=8", "data.prompts_per_step=16", "data.steps_per_epoch=10", "rl.rollouts=40",
-    "model.lr=3e-4", "test=false", "trainer.deterministic=true", "trainer.log_every_n_steps=1", "logger=csv",
+    "model.optim.lr=3e-4", "test=false", "trainer.deterministic=true", "trainer.log_every_n_steps=1", "logger=csv",
 ]  # fmt: skip
 LEARN_SEEDS = (0, 1, 2)
 
@@ -202,3 +202,63 @@ def test_rl_curves_tool_tabulates_steps_to_threshold(tmp_path):
     assert cispo["steps_to_threshold"] == [3, 2] and ppo["steps_to_threshold"] == [None]
     assert cispo["start_acc"] == [0.2, 0.2] and cispo["best_acc"] == [0.95, 0.97]
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_warm_start_is_the_optimizer_and_schedule_its_settings_name():
+    """The warm start builds its optimizer and schedule from ``OPTIMIZER`` / ``SCHEDULER``: the default settings
+    take the same steps as a hand-written AdamW β = (0.9, 0.95) + cosine loop, and other names are honoured."""
+    import math
+    import random
+
+    import torch.nn.functional as F
+
+    from tasks.data.tokenizer import ByteTokenizer
+    from tasks.envs import AdditionEnv
+    from tasks.rl import WARM_START_OPTIM, warm_start
+    from tasks.rl.rollout import encode_problem, pad
+    from zoo.models import build_causal_lm
+    from zoo.optim import resolve_optim
+
+    torch.manual_seed(0)
+    config = {"vocab_size": 257, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "head_dim": 16,
+              "intermediate_size": 64, "num_experts": 2, "top_k": 1, "attention": "LS"}  # fmt: skip
+    env, tokenizer, steps, batch = AdditionEnv(digits=2, eval_size=8), ByteTokenizer(), 4, 8
+    policy = build_causal_lm("hybrid_lm", config)
+    by_hand = build_causal_lm("hybrid_lm", config)
+    by_hand.load_state_dict(policy.state_dict())
+    settings = resolve_optim(None, WARM_START_OPTIM, "rl.warm_start_optim")
+    warm_start(policy, env, tokenizer, steps=steps, batch_size=batch, error_rate=0.3, optim=settings)
+
+    rng = random.Random(steps * 7919 + 17)  # the warm start's problem stream
+    optimizer = torch.optim.AdamW(by_hand.parameters(), lr=3e-3, betas=(0.9, 0.95))
+    for step in range(steps):
+        rows, targets = [], []
+        for problem in env.sample(batch, rng):
+            prompt = encode_problem(tokenizer, problem)
+            full = encode_problem(tokenizer, problem, env.demonstration(problem, rng, 0.3))
+            rows.append(full)
+            targets.append([-100] * (len(prompt) - 1) + full[len(prompt) :])
+        ids, labels = pad(rows, tokenizer.eos_id), pad(targets, -100)
+        logits = by_hand(ids[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), labels[:, : logits.shape[1]].flatten(), ignore_index=-100)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(by_hand.parameters(), 1.0)
+        optimizer.step()
+        for group in optimizer.param_groups:
+            group["lr"] = 3e-3 * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps))
+    for (name, a), b in zip(policy.state_dict().items(), by_hand.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+    frozen = build_causal_lm("hybrid_lm", config)
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    sgd_at_zero = resolve_optim({"optimizer": "sgd", "lr": 0.0}, WARM_START_OPTIM, "rl.warm_start_optim")
+    warm_start(frozen, env, tokenizer, steps=2, batch_size=4, error_rate=0.3, optim=sgd_at_zero)
+    assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
+
+
+def test_warm_start_optim_is_checked_at_construction():
+    with pytest.raises(ConfigError, match=r"rl\.warm_start_optim\.betas is not an optimizer setting"):
+        RLTask(config={"vocab_size": 257}, warm_start_optim={"betas": [0.9, 0.95]})
+    task = RLTask(config={"vocab_size": 257}, warm_start_optim={"lr": 1e-3})
+    assert task.warm_start_optim["lr"] == 1e-3 and task.warm_start_optim["optimizer_kwargs"] == {"betas": [0.9, 0.95]}

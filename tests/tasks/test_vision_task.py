@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from tasks.checkpoint import AtomicCheckpointIO, resolve_ckpt_path
-from tasks.runner import build, train
+from tasks.app.checkpoint import AtomicCheckpointIO, resolve_ckpt_path
+from tasks.app.runner import build, train
 from tasks.vision import VisionTask
 from tests.conftest import needs_fashion_mnist
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, RegistryError
 
 pytestmark = needs_fashion_mnist
 
@@ -123,20 +123,60 @@ def test_model_data_mismatch_is_a_config_error(make_cfg):
 def test_label_smoothing_adamw_and_schedules_build(make_cfg):
     cfg = make_cfg(
         "model.label_smoothing=0.1",
-        "model.optimizer=adamw",
-        "model.lr=0.001",
-        "~model.optimizer_kwargs.nesterov",
-        "~model.optimizer_kwargs.momentum",
-        "model.scheduler=multistep",
-        "~model.scheduler_kwargs.min_lr_ratio",
-        "+model.scheduler_kwargs.milestones=[0.5]",
+        "model.optim.optimizer=adamw",
+        "model.optim.lr=0.001",
+        "~model.optim.optimizer_kwargs.nesterov",
+        "~model.optim.optimizer_kwargs.momentum",
+        "model.optim.scheduler=multistep",
+        "~model.optim.scheduler_kwargs.min_lr_ratio",
+        "+model.optim.scheduler_kwargs.milestones=[0.5]",
     )
     metrics = train(cfg)
     assert metrics["test/loss"] > 0
 
 
 def test_optimizer_and_scheduler_kwargs_are_checked_at_construction():
-    with pytest.raises(ConfigError, match=r"model.scheduler_kwargs.min_lr_ratio is not an option of multistep"):
-        VisionTask(scheduler="multistep", scheduler_kwargs={"min_lr_ratio": 0.1})
-    with pytest.raises(ConfigError, match=r"model.optimizer_kwargs.momentum=.* has the wrong type"):
-        VisionTask(optimizer_kwargs={"momentum": "high"})
+    with pytest.raises(ConfigError, match=r"model.optim.scheduler_kwargs.min_lr_ratio is not an option of multistep"):
+        VisionTask(optim={"scheduler": "multistep", "scheduler_kwargs": {"min_lr_ratio": 0.1}})
+    with pytest.raises(ConfigError, match=r"model.optim.optimizer_kwargs.momentum=.* has the wrong type"):
+        VisionTask(optim={"optimizer_kwargs": {"momentum": "high"}})
+    with pytest.raises(ConfigError, match=r"model.optim.lrr is not an optimizer setting.*Did you mean model.optim.lr"):
+        VisionTask(optim={"lrr": 0.1})
+    with pytest.raises(ConfigError, match=r"model.optim.weight_decay='high' has the wrong type: expected float"):
+        VisionTask(optim={"weight_decay": "high"})
+    with pytest.raises(RegistryError, match=r"sgdd.*sgd"):
+        VisionTask(optim={"optimizer": "sgdd"})
+
+
+def test_optim_settings_resolve_over_the_task_defaults():
+    """Given keys replace the task's defaults; the defaults' kwargs stay with the default optimizer / scheduler."""
+    from tasks.detection import DetectionTask
+    from zoo.optim import resolve_optim
+
+    defaults = DetectionTask.default_optim()
+    assert resolve_optim({"lr": 0.01}, defaults, "model.optim") == {**defaults, "lr": 0.01}
+    switched = resolve_optim({"optimizer": "adamw", "scheduler": "constant"}, defaults, "model.optim")
+    assert switched["optimizer_kwargs"] == {} and switched["scheduler_kwargs"] == {}
+    assert switched["weight_decay"] == defaults["weight_decay"]
+    assert resolve_optim({"optimizer_kwargs": {"nesterov": True}}, defaults, "k")["optimizer_kwargs"] == {
+        "nesterov": True
+    }  # a given kwargs dict replaces the default one (as a Hydra node would), it is not merged key by key
+
+
+def test_optim_settings_build_what_they_name():
+    from zoo.optim import build_optimizer, build_scheduler, resolve_optim
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    settings = resolve_optim(
+        {"optimizer": "adamw", "lr": 0.5, "weight_decay": 0.1, "optimizer_kwargs": {"betas": [0.8, 0.9]},
+         "scheduler": "warmup_cosine", "scheduler_kwargs": {"min_lr_ratio": 0.2}},
+        VisionTask.default_optim(), "model.optim",
+    )  # fmt: skip
+    optimizer = build_optimizer(settings, net)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.8, 0.9)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]  # matrices decayed; bias, norm not
+    schedule = build_scheduler(settings, optimizer, total_steps=10, steps_per_epoch=5)
+    for _ in range(10):
+        optimizer.step()
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * 0.2)

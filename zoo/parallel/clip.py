@@ -16,11 +16,14 @@ def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, norm_ty
 
     The norm is computed per mesh (each ``DTensor`` group's partial norm reduced over its mesh with
     ``full_tensor()``, plain tensors as they are), then combined: ``‖g‖_p = (Σ_mesh ‖g_mesh‖_p^p)^{1/p}``, or the
-    maximum for ``p = ∞``. A collective: every rank must call it with the same parameters."""
+    maximum for ``p = ∞``. A collective: every rank must call it with the same parameters. Without any ``DTensor``
+    it is ``torch.nn.utils.clip_grad_norm_`` itself."""
     params = [p for p in parameters if p.grad is not None]
     groups: dict[object, list[torch.Tensor]] = {}
     for p in params:
         groups.setdefault(getattr(p.grad, "device_mesh", None), []).append(p)
+    if list(groups) == [None]:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
     norms = []
     for mesh, group in groups.items():
         norm = torch.nn.utils.get_total_norm([p.grad for p in group], norm_type)

@@ -1,74 +1,25 @@
-"""Reinforcement learning with verifiable rewards (``task=rl``): rollouts from the hybrid LM's cached generation,
-rewards from an ``ENVIRONMENT``, advantages from an ``ADVANTAGE`` estimator, μ updates per rollout with an
-``OBJECTIVE`` (reinforce / ppo / grpo / dapo / cispo).
-
-One training step (one batch of prompts from :class:`tasks.data.rl_prompts.RLPromptData`)::
-
-    G completions per prompt (sampled, cached decoding)  →  rewards (+ DAPO overlong shaping)
-    → old log-probs (and reference log-probs, values) from a full forward of the sampling policy
-    → advantages (group_norm over each prompt's G rewards, or GAE with a value head for PPO)
-    → optional DAPO dynamic sampling (drop groups whose rewards are all equal)
-    → ``minibatches × epochs`` optimizer steps on the objective (μ > 1 reuses the rollout off-policy)
-
-The policy starts from a ``task=lm`` checkpoint (``init_checkpoint``) or from a short supervised warm start on the
-environment's imperfect demonstrations, so that the starting pass rate is neither 0 nor 1.
-"""
+"""The RL task (``task=rl``): one Lightning step per rollout, μ manual optimizer steps on it."""
 
 from __future__ import annotations
 
 import copy
-import math
-import random
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
 from tasks.base import BaseTask, TrainingBudget
 from tasks.data.tokenizer import ByteTokenizer
+from tasks.rl.rollout import Completion, encode_problem, pad, repetition_cut, sample_completions, token_logprobs
+from tasks.rl.scoring import EVAL_KEYS, mean_scores, overlong_penalty, score_completion
+from tasks.rl.warm_start import WARM_START_OPTIM, load_policy_weights, warm_start
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError
-from zoo.generation import generate
 from zoo.models import build_causal_lm
-from zoo.optim import param_groups
-from zoo.parallel.fsdp import is_sharded
+from zoo.optim import OptimSettings, param_groups, resolve_optim
+from zoo.parallel.clip import clip_grad_norm_
 from zoo.registries import ADVANTAGE, OBJECTIVE, TASK
-
-EVAL_KEYS = ("acc", "reward", "format", "length")
-
-
-def sequence_logprobs(
-    logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probabilities ``[B, T]`` of ``targets`` under ``logits`` ``[B, T, V]`` (fp32), and the entropy of each
-    position's distribution when asked."""
-    logp_all = torch.log_softmax(logits.float(), dim=-1)
-    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
-    return logp, entropy
-
-
-def overlong_penalty(length: int, max_len: int, buffer: int) -> float:
-    """DAPO's soft overlong punishment (eq. 13): 0 up to ``max_len − buffer`` tokens, then linear down to −1 at
-    ``max_len``, −1 beyond."""
-    if length <= max_len - buffer:
-        return 0.0
-    if length <= max_len:
-        return ((max_len - buffer) - length) / buffer
-    return -1.0
-
-
-def repetition_cut(logprobs: list[float], run: int, threshold: float = 0.99) -> int | None:
-    """MiniMax-M1's early truncation rule (§3.2: stop after 3,000 consecutive tokens each with p > 0.99), with the
-    run length scaled down: the index after which a run of ``run`` such tokens ends, or None."""
-    streak, log_threshold = 0, math.log(threshold)
-    for i, lp in enumerate(logprobs):
-        streak = streak + 1 if lp > log_threshold else 0
-        if streak >= run:
-            return i + 1
-    return None
 
 
 @TASK.register("rl")
@@ -93,20 +44,31 @@ class RLTask(BaseTask):
         overlong_buffer: DAPO's soft overlong punishment over the last ``overlong_buffer`` tokens of the budget.
         repetition_run: M1's early truncation, scaled: a completion is cut (unfinished) after this many consecutive
             tokens each with p > 0.99 (None: off).
-        warm_start_steps, warm_start_lr, warm_start_batch, warm_start_error_rate: supervised warm start on
-            demonstrations that are wrong with probability ``warm_start_error_rate`` (skipped with
-            ``init_checkpoint`` or when resuming).
+        warm_start_steps, warm_start_batch, warm_start_error_rate: supervised warm start on demonstrations that
+            are wrong with probability ``warm_start_error_rate`` (skipped with ``init_checkpoint`` or when resuming;
+            :func:`tasks.rl.warm_start.warm_start`).
+        warm_start_optim: its optimizer settings over :data:`~tasks.rl.warm_start.WARM_START_OPTIM` (AdamW 3e-3,
+            β = (0.9, 0.95), cosine to 0), see :class:`~zoo.optim.OptimSettings`.
         value_lr_scale: learning-rate multiplier of the value head (PPO).
         grad_clip: gradient-norm clip per optimizer step (manual optimization: ``trainer.gradient_clip_val`` does
             not apply).
-        optimizer, lr, weight_decay, optimizer_kwargs, scheduler, scheduler_kwargs, decay_norm_and_bias:
-            see :class:`~tasks.base.BaseTask` (M1: AdamW β = (0.9, 0.95)).
+        optim: the RL updates' optimizer settings over :attr:`optim_defaults` (AdamW 3e-4, no weight decay,
+            constant), see :class:`~zoo.optim.OptimSettings` (M1: ``optimizer_kwargs: {betas: [0.9, 0.95]}``).
 
     Logged per step: ``rollout/reward``, ``rollout/acc``, ``rollout/length``, ``rollout/zero_std_groups``,
     ``rollout/kept``, ``train/loss``, ``train/clip_frac``, ``train/approx_kl``, ``train/entropy`` (and the
     objective's own metrics); per validation: ``val/acc`` (greedy exact match on the environment's held-out set),
     ``val/reward``, ``val/format``, ``val/length``, ``val/acc_best``.
     """
+
+    optim_defaults: ClassVar[OptimSettings] = {
+        "optimizer": "adamw",
+        "lr": 3e-4,
+        "weight_decay": 0.0,
+        "optimizer_kwargs": {},
+        "scheduler": "constant",
+        "scheduler_kwargs": {},
+    }
 
     def __init__(
         self,
@@ -128,28 +90,14 @@ class RLTask(BaseTask):
         overlong_buffer: int | None = None,
         repetition_run: int | None = None,
         warm_start_steps: int = 300,
-        warm_start_lr: float = 3e-3,
         warm_start_batch: int = 64,
         warm_start_error_rate: float = 0.3,
+        warm_start_optim: OptimSettings | None = None,
         value_lr_scale: float = 10.0,
         grad_clip: float | None = 1.0,
-        optimizer: str = "adamw",
-        lr: float = 3e-4,
-        weight_decay: float = 0.0,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        scheduler: str = "constant",
-        scheduler_kwargs: dict[str, Any] | None = None,
-        decay_norm_and_bias: bool = False,
+        optim: OptimSettings | None = None,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            optimizer_kwargs=optimizer_kwargs,
-            scheduler=scheduler,
-            scheduler_kwargs=scheduler_kwargs,
-            decay_norm_and_bias=decay_norm_and_bias,
-        )
+        super().__init__(optim=optim)
         self.save_hyperparameters()
         self.automatic_optimization = False
         for key, value in {
@@ -169,6 +117,7 @@ class RLTask(BaseTask):
         self.advantage = ADVANTAGE.build(advantage, **dict(advantage_kwargs or {}))
         if self.objective.needs_values and advantage != "gae":
             raise ConfigError(f"rl.objective={objective} trains a value function: use rl.advantage=gae (or auto)")
+        self.warm_start_optim = resolve_optim(warm_start_optim, WARM_START_OPTIM, "rl.warm_start_optim")
         self.tokenizer = ByteTokenizer()
         self.policy = build_causal_lm(arch, config)
         vocab = self.policy.vocab_size
@@ -248,10 +197,14 @@ class RLTask(BaseTask):
     def on_fit_start(self) -> None:
         if bool(self.warm_started):
             return  # resumed: the weights (and reference) come from the checkpoint
-        if self.hparams.init_checkpoint:
-            self._load_init_checkpoint(self.hparams.init_checkpoint)
-        elif self.hparams.warm_start_steps > 0:
-            self._warm_start()
+        h = self.hparams
+        if h.init_checkpoint:
+            load_policy_weights(self.policy, h.init_checkpoint)
+        elif h.warm_start_steps > 0:
+            warm_start(
+                self.policy, self.env, self.tokenizer, steps=h.warm_start_steps, batch_size=h.warm_start_batch,
+                error_rate=h.warm_start_error_rate, optim=self.warm_start_optim, device=self.device,
+            )  # fmt: skip
         if self.reference is not None:
             self.reference.load_state_dict(self.policy.state_dict())
         self.warm_started.fill_(True)
@@ -260,127 +213,21 @@ class RLTask(BaseTask):
         if self.logger is not None:
             self.logger.log_metrics({"warm_start/acc": accuracy}, step=0)
 
-    def _load_init_checkpoint(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-        for prefix in ("policy.", "model."):
-            own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            if own:
-                if is_sharded(self.policy):  # full tensors into this rank's shards
-                    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-                    set_model_state_dict(self.policy, own, options=StateDictOptions(full_state_dict=True))
-                else:
-                    self.policy.load_state_dict(own)
-                return
-        raise ConfigError(f"rl.init_checkpoint={path} holds no policy weights (keys 'policy.*' or 'model.*')")
-
-    def _encode(self, problem, answer: str | None = None) -> list[int]:
-        ids = list(self.tokenizer.encode(problem.prompt))
-        if answer is not None:
-            ids += [*self.tokenizer.encode(answer), self.tokenizer.eos_id]
-        return ids
-
-    def _warm_start(self) -> None:
-        """Supervised steps on ``prompt + demonstration + EOS`` (loss on the answer tokens only)."""
-        h = self.hparams
-        rng = random.Random(h.warm_start_steps * 7919 + 17)
-        optimizer = torch.optim.AdamW(self.policy.parameters(), lr=h.warm_start_lr, betas=(0.9, 0.95))
-        self.policy.train()
-        for step in range(h.warm_start_steps):
-            problems = self.env.sample(h.warm_start_batch, rng)
-            rows, targets = [], []
-            for problem in problems:
-                prompt = self._encode(problem)
-                full = self._encode(problem, self.env.demonstration(problem, rng, h.warm_start_error_rate))
-                rows.append(full)
-                targets.append([-100] * (len(prompt) - 1) + full[len(prompt) :])
-            ids, labels = self._pad(rows, self.tokenizer.eos_id), self._pad(targets, -100)
-            logits = self.policy(ids[:, :-1])
-            loss = F.cross_entropy(
-                logits.flatten(0, 1).float(), labels[:, : logits.shape[1]].flatten(), ignore_index=-100
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
-            optimizer.step()
-            lr_scale = 0.5 * (1 + math.cos(math.pi * (step + 1) / h.warm_start_steps))
-            for group in optimizer.param_groups:
-                group["lr"] = h.warm_start_lr * lr_scale
-        self.policy.zero_grad(set_to_none=True)
-
-    def _pad(self, rows: list[list[int]], value: int) -> torch.Tensor:
-        width = max(len(r) for r in rows)
-        return torch.tensor([r + [value] * (width - len(r)) for r in rows], device=self.device)
-
     # ------------------------------------------------------------------------------------------- rollouts
-    @torch.no_grad()
-    def _generate(
-        self, problems: list, repeats: int, greedy: bool, seed: int
-    ) -> list[tuple[list[int], list[int], list[float]]]:
-        """For each problem, ``repeats`` completions: (prompt ids, completion ids incl. EOS if produced, log-probs).
-        Prompts of equal length are batched together (the cached decoder takes no padding). The policy samples in
-        eval mode and is given back in the mode it had."""
-        was_training = self.policy.training
-        self.policy.eval()
-        try:
-            return self._generate_eval(problems, repeats, greedy, seed)
-        finally:
-            self.policy.train(was_training)
-
-    def _generate_eval(
-        self, problems: list, repeats: int, greedy: bool, seed: int
-    ) -> list[tuple[list[int], list[int], list[float]]]:
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        by_length: dict[int, list[int]] = {}
-        prompts = [self._encode(p) for p in problems]
-        for i, ids in enumerate(prompts):
-            by_length.setdefault(len(ids), []).append(i)
-        results: list[Any] = [None] * (len(problems) * repeats)
-        eos = self.tokenizer.eos_id
-        for length in self._prompt_lengths(by_length):
-            members = by_length.get(length, [])
-            if not members:  # only another rank has prompts of this length: the same calls keep the sharded
-                blank = torch.full((1, length), eos, device=self.device)  # policy's collectives in step
-                generate(self.policy, blank, self.budget(), eos=eos)
-                continue
-            batch = torch.tensor([prompts[i] for i in members for _ in range(repeats)], device=self.device)
-            out, logprobs = generate(
-                self.policy, batch, self.budget(), temperature=0.0 if greedy else self.hparams.temperature,
-                top_p=self.hparams.top_p, eos=eos, generator=generator, return_logprobs=True,
-            )  # fmt: skip
-            new, logprobs = out[:, length:].tolist(), logprobs.tolist()
-            for row, tokens in enumerate(new):
-                i, k = members[row // repeats], row % repeats
-                cut = tokens.index(eos) + 1 if eos in tokens else len(tokens)
-                results[i * repeats + k] = (prompts[i], tokens[:cut], logprobs[row][:cut])
-        return results
-
-    def _prompt_lengths(self, by_length: dict[int, list[int]]) -> list[int]:
-        """The prompt lengths to generate for, in order: this rank's, or under a sharded policy (a collective
-        forward) those of every rank, each rank generating a blank prompt for a length it lacks."""
-        lengths = sorted(by_length)
-        if not is_sharded(self.policy):
-            return lengths
-        import torch.distributed as dist
-
-        every: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(every, lengths)
-        return sorted({n for rank_lengths in every for n in rank_lengths})
-
-    def _score(self, problem, completion: list[int]) -> tuple[float, bool, bool, int]:
-        """(reward, correct, format ok, length) of one completion."""
-        eos = self.tokenizer.eos_id
-        finished = bool(completion) and completion[-1] == eos
-        text = self.tokenizer.decode(completion[:-1] if finished else completion)
-        reward = self.env.reward(problem, text, finished)
-        correct = self.env.is_correct(problem, text, finished)
-        return reward, correct, finished and self.env.format_ok(text), len(completion)
+    def _sample(self, problems: list, repeats: int, greedy: bool, seed: int) -> list[Completion]:
+        """``repeats`` completions of each problem (greedy, or at the configured temperature / top-p)."""
+        h = self.hparams
+        prompts = [encode_problem(self.tokenizer, p) for p in problems]
+        return sample_completions(
+            self.policy, prompts, repeats, max_new_tokens=self.budget(), eos=self.tokenizer.eos_id, seed=seed,
+            temperature=0.0 if greedy else h.temperature, top_p=h.top_p, device=self.device,
+        )  # fmt: skip
 
     def rollout(self, problems: list) -> dict[str, Any]:
         """Sample, score and assemble the training batch of one step."""
         h = self.hparams
         G = h.group_size
-        samples = self._generate(problems, G, greedy=False, seed=self._seed() * 1_000_003 + self.global_step)
+        samples = self._sample(problems, G, greedy=False, seed=self._seed() * 1_000_003 + self.global_step)
         rows, masks, rewards, correct, lengths = [], [], [], [], []
         for index, (prompt, completion, logprobs) in enumerate(samples):
             problem = problems[index // G]
@@ -388,7 +235,7 @@ class RLTask(BaseTask):
                 cut = repetition_cut(logprobs, h.repetition_run)
                 if cut is not None and cut < len(completion):
                     completion = completion[:cut]
-            reward, ok, _, length = self._score(problem, completion)
+            reward, ok, _, length = score_completion(self.env, self.tokenizer, problem, completion)
             if h.overlong_buffer:
                 reward += overlong_penalty(length, self.budget(), h.overlong_buffer)
             rows.append(prompt + completion)
@@ -410,30 +257,20 @@ class RLTask(BaseTask):
         if h.dynamic_sampling:
             keep = (group_std != 0)[group_ids]
         stats["rollout/kept"] = keep.float().mean()
-        ids = self._pad(rows, self.tokenizer.eos_id)
-        mask = self._pad([[*m, 0] for m in masks], 0)[:, : ids.shape[1] - 1].float()
+        ids = pad(rows, self.tokenizer.eos_id, self.device)
+        mask = pad([[*m, 0] for m in masks], 0, self.device)[:, : ids.shape[1] - 1].float()
         batch = {"input_ids": ids, "mask": mask, "rewards": rewards_t, "group_ids": group_ids, "keep": keep}
         with torch.no_grad():
             self.policy.eval()
-            old, values, _ = self._forward(self.policy, ids, with_values=self.value_head is not None)
+            old, values, _ = token_logprobs(self.policy, ids, self.value_head)
             batch["old_logprobs"] = old
             if values is not None:
                 batch["old_values"] = values
             if self.reference is not None:
                 self.reference.eval()  # Lightning puts the whole module back in train mode after validation
-                batch["ref_logprobs"] = self._forward(self.reference, ids)[0]
+                batch["ref_logprobs"] = token_logprobs(self.reference, ids)[0]
             batch["advantages"], batch["returns"] = self._advantages(batch)
         return {"batch": batch, "stats": stats}
-
-    def _forward(
-        self, model: nn.Module, ids: torch.Tensor, with_values: bool = False, with_entropy: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """``(log-probs of ids[:, 1:] [B, T−1], values or None, entropy or None)`` from one forward."""
-        hidden = model.hidden_states(ids[:, :-1])
-        logits = model.forward_head(hidden)
-        logp, entropy = sequence_logprobs(logits, ids[:, 1:], with_entropy)
-        values = self.value_head(hidden.float()).squeeze(-1) if with_values else None
-        return logp, values, entropy
 
     def _advantages(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.advantage_name == "gae":
@@ -468,7 +305,7 @@ class RLTask(BaseTask):
                 optimizer.zero_grad(set_to_none=True)
                 self.manual_backward(loss)
                 if h.grad_clip:
-                    metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.parameters_for_training(), h.grad_clip)
+                    metrics["grad_norm"] = clip_grad_norm_(self.parameters_for_training(), h.grad_clip)
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -480,12 +317,11 @@ class RLTask(BaseTask):
         )  # fmt: skip
 
     def _update_loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with_values = self.value_head is not None
-        logp, values, entropy = self._forward(self.policy, mb["input_ids"], with_values, with_entropy=True)
+        logp, values, entropy = token_logprobs(self.policy, mb["input_ids"], self.value_head, with_entropy=True)
         extra: dict[str, torch.Tensor] = {"entropy": entropy.detach()}
         if self.reference is not None:
             extra["ref_logprobs"] = mb["ref_logprobs"]
-        if with_values:
+        if values is not None:
             extra.update(values=values, old_values=mb["old_values"], returns=mb["returns"])
         loss, metrics = self.objective(logp, mb["old_logprobs"], mb["advantages"], mb["mask"], **extra)
         moe = self.policy.moe_loss() if hasattr(self.policy, "moe_loss") else None
@@ -495,16 +331,8 @@ class RLTask(BaseTask):
 
     # ------------------------------------------------------------------------------------------- evaluation
     def _evaluate(self, problems: list) -> dict[str, float]:
-        samples = self._generate(problems, 1, greedy=True, seed=0)
-        scores = [self._score(p, completion) for p, (_, completion, _) in zip(problems, samples)]
-        n = max(1, len(scores))
-        return {
-            "acc": sum(s[1] for s in scores) / n,
-            "reward": sum(s[0] for s in scores) / n,
-            "format": sum(s[2] for s in scores) / n,
-            "length": sum(s[3] for s in scores) / n,
-            "count": len(scores),
-        }
+        samples = self._sample(problems, 1, greedy=True, seed=0)
+        return mean_scores([score_completion(self.env, self.tokenizer, p, c.tokens) for p, c in zip(problems, samples)])
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if int(self.rollouts_done) >= self.hparams.rollouts:

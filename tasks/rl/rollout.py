@@ -1,0 +1,134 @@
+"""Rollouts: sampling completions from the policy's cached generation, M1's repetition cut, and the per-token
+log-probabilities (and values) of a forward pass that the objectives compare.
+
+A completion is ``(prompt ids, completion ids incl. EOS if produced, per-token log-probs of the sampling policy)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from tasks.data.tokenizer import Tokenizer
+from zoo.generation import generate
+from zoo.parallel.fsdp import is_sharded
+
+
+class Completion(NamedTuple):
+    """One sampled completion: ``prompt`` and ``tokens`` (ids; ``tokens`` ends with EOS if the policy finished)
+    and ``logprobs``, the sampling policy's log-probability of each of ``tokens``."""
+
+    prompt: list[int]
+    tokens: list[int]
+    logprobs: list[float]
+
+
+def encode_problem(tokenizer: Tokenizer, problem: Any, answer: str | None = None) -> list[int]:
+    """The ids of ``problem.prompt``, followed by ``answer`` and EOS when given."""
+    ids = list(tokenizer.encode(problem.prompt))
+    if answer is not None:
+        ids += [*tokenizer.encode(answer), tokenizer.eos_id]
+    return ids
+
+
+def pad(rows: Sequence[Sequence[int]], value: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Right-pad id lists to one ``[len(rows), max length]`` int64 tensor."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([[*r, *([value] * (width - len(r)))] for r in rows], device=device)
+
+
+@torch.no_grad()
+def sample_completions(
+    policy: nn.Module,
+    prompts: Sequence[list[int]],
+    repeats: int,
+    *,
+    max_new_tokens: int,
+    eos: int,
+    seed: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    device: torch.device | str | None = None,
+) -> list[Completion]:
+    """``repeats`` completions of each prompt, in order (prompt 0's first), sampled in eval mode (``temperature``
+    0: greedy); the policy is given back in the mode it had.
+
+    Prompts of equal length are batched together (the cached decoder takes no padding). Under a sharded policy
+    every rank runs the same sequence of generation calls (each forward is a collective): the lengths are those of
+    every rank, and a rank lacking a length generates from a blank prompt of it.
+    """
+    was_training = policy.training
+    policy.eval()
+    try:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        by_length: dict[int, list[int]] = {}
+        for i, ids in enumerate(prompts):
+            by_length.setdefault(len(ids), []).append(i)
+        results: list[Any] = [None] * (len(prompts) * repeats)
+        for length in prompt_lengths(policy, by_length):
+            members = by_length.get(length, [])
+            if not members:
+                blank = torch.full((1, length), eos, device=device)
+                generate(policy, blank, max_new_tokens, temperature=0.0, eos=eos)
+                continue
+            batch = torch.tensor([prompts[i] for i in members for _ in range(repeats)], device=device)
+            out, logprobs = generate(
+                policy, batch, max_new_tokens, temperature=temperature, top_p=top_p, eos=eos, generator=generator,
+                return_logprobs=True,
+            )  # fmt: skip
+            for row, (tokens, row_logprobs) in enumerate(zip(out[:, length:].tolist(), logprobs.tolist())):
+                i, k = members[row // repeats], row % repeats
+                cut = tokens.index(eos) + 1 if eos in tokens else len(tokens)
+                results[i * repeats + k] = Completion(list(prompts[i]), tokens[:cut], row_logprobs[:cut])
+        return results
+    finally:
+        policy.train(was_training)
+
+
+def prompt_lengths(policy: nn.Module, by_length: dict[int, list[int]]) -> list[int]:
+    """The prompt lengths to generate for, in order: this rank's, or under a sharded policy those of every rank."""
+    lengths = sorted(by_length)
+    if not is_sharded(policy):
+        return lengths
+    import torch.distributed as dist
+
+    every: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, lengths)
+    return sorted({n for rank_lengths in every for n in rank_lengths})
+
+
+def repetition_cut(logprobs: Sequence[float], run: int, threshold: float = 0.99) -> int | None:
+    """MiniMax-M1's early truncation rule (§3.2: stop after 3,000 consecutive tokens each with p > 0.99), with the
+    run length scaled down: the index after which a run of ``run`` such tokens ends, or None."""
+    streak, log_threshold = 0, math.log(threshold)
+    for i, lp in enumerate(logprobs):
+        streak = streak + 1 if lp > log_threshold else 0
+        if streak >= run:
+            return i + 1
+    return None
+
+
+def sequence_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities ``[B, T]`` of ``targets`` under ``logits`` ``[B, T, V]`` (fp32), and the entropy of each
+    position's distribution when asked."""
+    logp_all = torch.log_softmax(logits.float(), dim=-1)
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    return logp, entropy
+
+
+def token_logprobs(
+    model: nn.Module, ids: torch.Tensor, value_head: nn.Module | None = None, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """One forward of a causal LM (the model protocol's ``hidden_states`` and ``forward_head``) over ``ids``
+    ``[B, T]``: ``(log-probs of ids[:, 1:] [B, T−1], the value head's values [B, T−1] or None, entropy or None)``."""
+    hidden = model.hidden_states(ids[:, :-1])
+    logp, entropy = sequence_logprobs(model.forward_head(hidden), ids[:, 1:], with_entropy)
+    values = value_head(hidden.float()).squeeze(-1) if value_head is not None else None
+    return logp, values, entropy
