@@ -184,7 +184,7 @@ def sharded_bytes(model: Any, world_size: int) -> dict[str, float]:
 
 
 def generate(argv: list[str] | None = None) -> list[str]:
-    """``python tools/generate.py CKPT [--prompt …]``: sample continuations with the cached decoder."""
+    """``python tools/generate.py CKPT [--prompt …]``: sample continuations (:func:`zoo.generation.generate`)."""
     import time
 
     import torch
@@ -199,6 +199,7 @@ def generate(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -211,22 +212,20 @@ def generate(argv: list[str] | None = None) -> list[str]:
     task = LMTask.load_from_checkpoint(args.checkpoint, map_location=args.device)
     model = task.model.eval()
     ids = tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eos_id]
-    prompt = torch.tensor([ids] * args.num_samples, device=args.device)
-    generator = torch.Generator(device=args.device).manual_seed(args.seed)
     start = time.perf_counter()
     out = generate_tokens(
-        model, prompt, args.max_new_tokens, args.temperature, args.top_p, eos=tokenizer.eos_id, generator=generator
-    )
+        model, [ids] * args.num_samples, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        top_k=args.top_k, eos=tokenizer.eos_id, seed=args.seed,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     texts = []
-    for row in out.tolist():
-        new = row[len(ids) :]
+    for new in out.tokens:
         if tokenizer.eos_id in new:
             new = new[: new.index(tokenizer.eos_id)]
         texts.append(args.prompt + tokenizer.decode(new))
     for i, text in enumerate(texts):
         print(f"--- sample {i} ---\n{text}")
-    generated = (out.shape[1] - len(ids)) * args.num_samples
+    generated = sum(len(new) for new in out.tokens)
     print(
         f"--- {generated} tokens in {seconds:.2f} s ({generated / seconds:.0f} tokens/s, {args.device})",
         file=sys.stderr,

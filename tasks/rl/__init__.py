@@ -17,8 +17,8 @@ environment's imperfect demonstrations, so that the starting pass rate is neithe
 module                         job
 ============================== ====================================================================================
 :mod:`tasks.rl.task`           :class:`RLTask`, the LightningModule: the step above, evaluation, checkpoint state
-:mod:`tasks.rl.rollout`        sampling completions (cached generation, ragged prompts batched by length, sharded
-                               policies), M1's repetition cut, per-token log-probabilities of a forward
+:mod:`tasks.rl.rollout`        sampling completions (:mod:`zoo.generation`: ragged prompts in one batch), M1's
+                               repetition cut, per-token log-probabilities
 :mod:`tasks.rl.scoring`        a completion's reward / correctness / format / length, their means, DAPO's overlong
                                shaping
 :mod:`tasks.rl.warm_start`     where the policy starts: a checkpoint, or supervised steps on demonstrations with

@@ -1,4 +1,4 @@
-"""Rollouts: sampling completions from the policy's cached generation, M1's repetition cut, and the per-token
+"""Rollouts: sampling completions from the policy (:mod:`zoo.generation`), M1's repetition cut, and the per-token
 log-probabilities (and values) of a forward pass that the objectives compare.
 
 A completion is ``(prompt ids, completion ids incl. EOS if produced, per-token log-probs of the sampling policy)``.
@@ -15,7 +15,6 @@ from torch import nn
 
 from tasks.data.tokenizer import Tokenizer
 from zoo.generation import generate
-from zoo.parallel.fsdp import is_sharded
 
 
 class Completion(NamedTuple):
@@ -41,7 +40,6 @@ def pad(rows: Sequence[Sequence[int]], value: int, device: torch.device | str | 
     return torch.tensor([[*r, *([value] * (width - len(r)))] for r in rows], device=device)
 
 
-@torch.no_grad()
 def sample_completions(
     policy: nn.Module,
     prompts: Sequence[list[int]],
@@ -52,53 +50,14 @@ def sample_completions(
     seed: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    device: torch.device | str | None = None,
 ) -> list[Completion]:
-    """``repeats`` completions of each prompt, in order (prompt 0's first), sampled in eval mode (``temperature``
-    0: greedy); the policy is given back in the mode it had.
-
-    Prompts of equal length are batched together (the cached decoder takes no padding). Under a sharded policy
-    every rank runs the same sequence of generation calls (each forward is a collective): the lengths are those of
-    every rank, and a rank lacking a length generates from a blank prompt of it.
-    """
-    was_training = policy.training
-    policy.eval()
-    try:
-        generator = torch.Generator(device=device).manual_seed(seed)
-        by_length: dict[int, list[int]] = {}
-        for i, ids in enumerate(prompts):
-            by_length.setdefault(len(ids), []).append(i)
-        results: list[Any] = [None] * (len(prompts) * repeats)
-        for length in prompt_lengths(policy, by_length):
-            members = by_length.get(length, [])
-            if not members:
-                blank = torch.full((1, length), eos, device=device)
-                generate(policy, blank, max_new_tokens, temperature=0.0, eos=eos)
-                continue
-            batch = torch.tensor([prompts[i] for i in members for _ in range(repeats)], device=device)
-            out, logprobs = generate(
-                policy, batch, max_new_tokens, temperature=temperature, top_p=top_p, eos=eos, generator=generator,
-                return_logprobs=True,
-            )  # fmt: skip
-            for row, (tokens, row_logprobs) in enumerate(zip(out[:, length:].tolist(), logprobs.tolist())):
-                i, k = members[row // repeats], row % repeats
-                cut = tokens.index(eos) + 1 if eos in tokens else len(tokens)
-                results[i * repeats + k] = Completion(list(prompts[i]), tokens[:cut], row_logprobs[:cut])
-        return results
-    finally:
-        policy.train(was_training)
-
-
-def prompt_lengths(policy: nn.Module, by_length: dict[int, list[int]]) -> list[int]:
-    """The prompt lengths to generate for, in order: this rank's, or under a sharded policy those of every rank."""
-    lengths = sorted(by_length)
-    if not is_sharded(policy):
-        return lengths
-    import torch.distributed as dist
-
-    every: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(every, lengths)
-    return sorted({n for rank_lengths in every for n in rank_lengths})
+    """``repeats`` completions of each prompt, in order (prompt 0's first), from :func:`zoo.generation.generate`
+    (``temperature`` 0: greedy): all prompts in one ragged batch through the decode engine (or, for a sharded
+    policy, batched by length with every rank in step). Completion ``j`` of the batch draws from seed
+    ``seed·1000003 + j``."""
+    rows = [list(p) for p in prompts for _ in range(repeats)]
+    out = generate(policy, rows, max_new_tokens, temperature=temperature, top_p=top_p, eos=eos, seed=seed)
+    return [Completion(row, tokens, logprobs) for row, tokens, logprobs in zip(rows, out.tokens, out.logprobs)]
 
 
 def repetition_cut(logprobs: Sequence[float], run: int, threshold: float = 0.99) -> int | None:

@@ -220,7 +220,7 @@ class RLTask(BaseTask):
         prompts = [encode_problem(self.tokenizer, p) for p in problems]
         return sample_completions(
             self.policy, prompts, repeats, max_new_tokens=self.budget(), eos=self.tokenizer.eos_id, seed=seed,
-            temperature=0.0 if greedy else h.temperature, top_p=h.top_p, device=self.device,
+            temperature=0.0 if greedy else h.temperature, top_p=h.top_p,
         )  # fmt: skip
 
     def rollout(self, problems: list) -> dict[str, Any]:

@@ -37,3 +37,25 @@ class KVCache:
             self.key = torch.cat([self.key, key], dim=1)
             self.value = torch.cat([self.value, value], dim=1)
         return self.key, self.value
+
+
+@dataclass
+class StaticLightningCache:
+    """A lightning layer's recurrent states for a fixed batch of slots, allocated once: ``state``
+    ``[B_max, H, D, DV]`` fp32, row ``i`` the state of the sequence in slot ``i`` (updated in place)."""
+
+    state: torch.Tensor
+
+
+@dataclass
+class StaticKVCache:
+    """A softmax layer's keys and values for a fixed batch of slots and length, allocated once: ``key``, ``value``
+    ``[B_max, H_kv, T_max, D]``; slot ``i`` holds its sequence's first ``length_i`` positions (the lengths are the
+    caller's: the positions it decodes at)."""
+
+    key: torch.Tensor
+    value: torch.Tensor
+
+    @property
+    def max_len(self) -> int:
+        return self.key.shape[2]

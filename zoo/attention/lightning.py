@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.lightning_attention import lightning_attention, lightning_attention_decode
-from zoo.attention.cache import LightningCache
+from zoo.attention.cache import LightningCache, StaticLightningCache
 from zoo.layers import RMSNorm
 from zoo.registries import ATTENTION
 
@@ -164,3 +164,35 @@ class LightningAttention(nn.Module):
 
     def new_cache(self) -> LightningCache:
         return LightningCache()
+
+    # ------------------------------------------------------------------------------ static cache (zoo.generation)
+    def new_static_cache(
+        self, batch_size: int, max_len: int, *, device: torch.device | str, dtype: torch.dtype
+    ) -> StaticLightningCache:
+        """Zeroed states for ``batch_size`` slots (fp32; fp64 for fp64 models). ``max_len`` does not matter: the
+        state's size is independent of the length, which is the point of lightning attention."""
+        state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        shape = (batch_size, self.num_heads, self.head_dim, self.head_dim)
+        return StaticLightningCache(torch.zeros(shape, device=device, dtype=state_dtype))
+
+    def prefill_static(
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor, cache: StaticLightningCache, slots: torch.Tensor
+    ) -> torch.Tensor:
+        """Packed prompts ``x`` ``[1, ΣT, dim]`` (N documents at ``cu_seqlens``) from zero states; document ``n``'s
+        final state lands in ``cache.state[slots[n]]``. Returns ``[1, ΣT, dim]``."""
+        q, k, v = self._qkv(x)
+        o, final = lightning_attention(
+            q, k, v, self._rates(x), output_final_state=True, cu_seqlens=cu_seqlens, backend=self.backend
+        )
+        cache.state.index_copy_(0, slots, final.to(cache.state.dtype))
+        return self._mix(x, o)
+
+    def decode_static(self, x: torch.Tensor, cache: StaticLightningCache, positions: torch.Tensor) -> torch.Tensor:
+        """One token for each of the first ``B = x.shape[0]`` slots: ``x`` ``[B, 1, dim]``; their states are
+        updated in place (no allocation, no host sync: CUDA-graph safe). ``positions`` are unused (the decay is
+        relative)."""
+        q, k, v = self._qkv(x)
+        o, _ = lightning_attention_decode(
+            q, k, v, self._rates(x), cache.state[: x.shape[0]], inplace=True, backend=self.backend
+        )
+        return self._mix(x, o)

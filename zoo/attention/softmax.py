@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
-from zoo.attention.cache import KVCache
+from zoo.attention.cache import KVCache, StaticKVCache
 from zoo.layers import RotaryEmbedding, apply_rotary
 from zoo.registries import ATTENTION
 
@@ -125,3 +125,56 @@ class SoftmaxAttention(nn.Module):
 
     def new_cache(self) -> KVCache:
         return KVCache()
+
+    # ------------------------------------------------------------------------------ static cache (zoo.generation)
+    def new_static_cache(
+        self, batch_size: int, max_len: int, *, device: torch.device | str, dtype: torch.dtype
+    ) -> StaticKVCache:
+        """Zeroed keys and values for ``batch_size`` slots of up to ``max_len`` positions, ``[B, H_kv, T_max, D]``."""
+        shape = (batch_size, self.num_kv_heads, max_len, self.head_dim)
+        return StaticKVCache(*(torch.zeros(shape, device=device, dtype=dtype) for _ in range(2)))
+
+    def prefill_static(
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor, cache: StaticKVCache, slots: torch.Tensor
+    ) -> torch.Tensor:
+        """Packed prompts ``x`` ``[1, ΣT, dim]`` (N documents at ``cu_seqlens``, positions from 0 in each): causal
+        attention within each document, whose keys and values land in ``cache`` at ``[slots[n], :, 0:T_n]``.
+        Documents of equal length run as one batch (no padding), so a batch of few distinct lengths (an RL
+        group's prompts) costs few attention calls."""
+        offsets = cu_seqlens.tolist()
+        by_length: dict[int, list[int]] = {}
+        for n, (start, end) in enumerate(itertools.pairwise(offsets)):
+            by_length.setdefault(end - start, []).append(n)
+        out = x.new_empty(x.shape[1], self.num_heads * self.head_dim)
+        for length, docs in by_length.items():
+            starts = torch.tensor([offsets[n] for n in docs], device=x.device)
+            rows = (starts[:, None] + torch.arange(length, device=x.device)[None, :]).reshape(-1)
+            q, k, v = self._project(x[0, rows].view(len(docs), length, -1), torch.arange(length, device=x.device))
+            where = slots[torch.tensor(docs, device=slots.device)]
+            cache.key[where, :, :length] = k.transpose(1, 2).to(cache.key.dtype)
+            cache.value[where, :, :length] = v.transpose(1, 2).to(cache.value.dtype)
+            out[rows] = self._attend(q, k, v, causal=True).reshape(len(docs) * length, -1)
+        return self.o_proj(out[None])
+
+    def decode_static(self, x: torch.Tensor, cache: StaticKVCache, positions: torch.Tensor) -> torch.Tensor:
+        """One token for each of the first ``B = x.shape[0]`` slots, at ``positions`` ``[B]`` (int64: the number
+        of tokens each slot holds): its key and value are written there, and it attends to positions
+        ``0..positions[b]`` of its slot. Fixed shapes, no host sync (CUDA-graph safe): the attention spans all
+        ``T_max`` positions, masked, as two batched matmuls that read each cached key and value once.
+
+        Shapes: ``x`` ``[B, 1, dim]`` → ``[B, 1, dim]``.
+        """
+        B = x.shape[0]
+        # the batch as the time axis: every row gets its own rotary position
+        q, k, v = self._project(x.view(1, B, -1), positions)  # [1, B, H(kv), D]
+        rows = torch.arange(B, device=x.device)
+        key, value = cache.key[:B], cache.value[:B]
+        key[rows, :, positions] = k[0].to(key.dtype)
+        value[rows, :, positions] = v[0].to(value.dtype)
+        groups = self.num_heads // self.num_kv_heads
+        qg = q[0].view(B, self.num_kv_heads, groups, self.head_dim).to(key.dtype)
+        scores = torch.matmul(qg, key.transpose(-1, -2)).float() * self.head_dim**-0.5  # [B, H_kv, G, T_max]
+        visible = torch.arange(key.shape[2], device=x.device)[None, :] <= positions[:, None]  # [B, T_max]
+        scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
+        o = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # [B, H_kv, G, D]
+        return self.o_proj(o.reshape(B, 1, -1).to(x.dtype))

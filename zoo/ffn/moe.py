@@ -46,6 +46,8 @@ __all__ = [
 IMPLS = ("auto", "grouped_mm", "loop")
 AUX_LOSS_TYPES = ("switch", "gshard", "paper")
 GROUPED_MM_ALIGN = 8
+#: Tokens up to which :meth:`MoE.inference` computes the experts with :meth:`MoEExperts.decode` (fixed shapes).
+DECODE_TOKENS = 256
 """``grouped_mm`` needs every row stride to be a multiple of 16 bytes: ``dim`` and ``hidden_dim`` multiples of 8
 (bf16)."""
 
@@ -276,6 +278,29 @@ class MoEExperts(nn.Module):
         ``DTensor`` s (whole experts, ``[E/ep, …]``), else the parameters themselves."""
         return tuple(w.to_local() if hasattr(w, "to_local") else w for w in (self.gate_up_proj, self.down_proj))
 
+    def decode(self, x: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        """The experts for the few tokens of a decode step, with fixed shapes and no host sync (CUDA-graph safe).
+
+        ``x`` ``[N, D]``, ``top_k_index`` / ``top_k_weights`` ``[N, k]`` → ``Σ_j w_j · FFN_{e_j}(x)`` ``[N, D]``.
+        With fewer assignments than experts (``N·k < E``) the chosen experts' weights are gathered and applied by
+        batched matmuls (gpt-fast's MoE decode: only ``N·k`` experts are read); otherwise every expert runs on every
+        token and the unchosen outputs get weight 0 — at decode batch sizes every expert is read once either way,
+        which is what bounds the step.
+        """
+        gate_up_proj, down_proj = self.local_weights()
+        n, k = top_k_index.shape
+        if n * k < gate_up_proj.shape[0]:
+            chosen = top_k_index.reshape(-1)
+            rows = x.repeat_interleave(k, dim=0)[:, :, None]  # [N·k, D, 1]
+            gate, up = torch.bmm(gate_up_proj[chosen].to(x.dtype), rows)[..., 0].chunk(2, dim=-1)
+            h = torch.bmm(down_proj[chosen].to(x.dtype), (F.silu(gate) * up)[:, :, None])[..., 0]  # [N·k, D]
+            return (h.view(n, k, -1).float() * top_k_weights[..., None].float()).sum(1).to(x.dtype)
+        gate, up = torch.einsum("nd,ehd->neh", x, gate_up_proj.to(x.dtype)).chunk(2, dim=-1)
+        h = torch.einsum("neh,edh->ned", F.silu(gate) * up, down_proj.to(x.dtype))  # [N, E, D]
+        dense = torch.zeros(n, gate_up_proj.shape[0], device=x.device, dtype=torch.float32)
+        dense.scatter_(1, top_k_index, top_k_weights.float())
+        return (h.float() * dense[..., None]).sum(1).to(x.dtype)
+
     @staticmethod
     def _combine(out: torch.Tensor, rows: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> None:
         out.index_add_(0, rows, (h * weight).to(out.dtype))
@@ -498,6 +523,19 @@ class MoE(nn.Module):
             weights, index = torch.topk(probs, self.top_k, dim=-1)
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return logits, probs, weights, index
+
+    @torch.no_grad()
+    def inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer for generation: dropless (no capacity), no losses or statistics; a decode step's few tokens
+        (``N ≤ DECODE_TOKENS``) go through :meth:`MoEExperts.decode`, with no host sync, larger batches through
+        the training path's experts. ``x`` ``[..., D]`` → ``[..., D]``."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        _, _, weights, index = self.route(x)
+        if x.shape[0] <= DECODE_TOKENS and self.experts.dispatcher is None:
+            return self.experts.decode(x, index, weights).reshape(shape)
+        impl, cdt = self.plan(x)
+        return self.experts(x, index, weights, impl=impl, compute_dtype=cdt).reshape(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape

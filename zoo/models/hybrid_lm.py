@@ -241,6 +241,27 @@ class DecoderLayer(nn.Module):
         u = self.post_attention_layernorm(h)
         return self._residual(h, u, self.mlp(u), self.mlp_alpha, self.mlp_beta)
 
+    def _ffn_for_generation(self, u: torch.Tensor) -> torch.Tensor:
+        inference = getattr(self.mlp, "inference", None)  # the MoE's sync-free path; a dense FFN as it is
+        return inference(u) if inference is not None else self.mlp(u)
+
+    def prefill_static(
+        self, h: torch.Tensor, cu_seqlens: torch.Tensor, cache: Any, slots: torch.Tensor
+    ) -> torch.Tensor:
+        """Packed prompts ``h`` ``[1, ΣT, d]``, their attention state written into ``cache`` at ``slots``."""
+        u = self.input_layernorm(h)
+        h = self._residual(h, u, self.self_attn.prefill_static(u, cu_seqlens, cache, slots), self.attn_alpha,
+                           self.attn_beta)  # fmt: skip
+        u = self.post_attention_layernorm(h)
+        return self._residual(h, u, self._ffn_for_generation(u), self.mlp_alpha, self.mlp_beta)
+
+    def decode_static(self, h: torch.Tensor, cache: Any, positions: torch.Tensor) -> torch.Tensor:
+        """One token per slot, ``h`` ``[B, 1, d]`` at ``positions`` ``[B]``; fixed shapes, no host sync."""
+        u = self.input_layernorm(h)
+        h = self._residual(h, u, self.self_attn.decode_static(u, cache, positions), self.attn_alpha, self.attn_beta)
+        u = self.post_attention_layernorm(h)
+        return self._residual(h, u, self._ffn_for_generation(u), self.mlp_alpha, self.mlp_beta)
+
 
 class HybridLMBody(nn.Module):
     """Embedding, decoder layers, final norm (Hugging Face's ``MiniMaxModel``, hence the ``model.`` prefix)."""
@@ -434,7 +455,49 @@ class HybridLM(nn.Module):
     def new_cache(self) -> GenerationCache:
         return GenerationCache(self.model.layers)
 
-    generate = generate  # zoo.generation.generate as a method (model.generate(ids, n, …)), for users who call it so
+    def supports_static_cache(self) -> bool:
+        """Whether every layer's token mixer has the static-cache methods (``new_static_cache``,
+        ``prefill_static``, ``decode_static``) that :mod:`zoo.generation`'s engine runs; a plugin mixer without
+        them generates through :meth:`new_cache` instead."""
+        return all(hasattr(layer.self_attn, "decode_static") for layer in self.model.layers)
+
+    def new_static_cache(
+        self,
+        batch_size: int,
+        max_len: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> list[Any]:
+        """One preallocated cache per layer for ``batch_size`` slots of up to ``max_len`` positions (lightning
+        states fp32 ``[B, H, D, D]``, softmax keys and values ``[B, H_kv, T_max, D]`` in the model's dtype)."""
+        weight = self.model.embed_tokens.weight
+        device, dtype = device or weight.device, dtype or weight.dtype
+        return [
+            layer.self_attn.new_static_cache(batch_size, max_len, device=device, dtype=dtype)
+            for layer in self.model.layers
+        ]
+
+    def prefill(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, cache: list[Any], slots: torch.Tensor):
+        """Prompts of any lengths packed into ``input_ids`` ``[ΣT]`` (int32 offsets ``cu_seqlens`` ``[N+1]``): each
+        one's attention state lands in its slot ``slots[n]`` of ``cache``; no padding token enters any state.
+        Returns the logits after each prompt's last token, ``[N, vocab]``."""
+        h = self.model.embed_tokens(input_ids)[None]
+        for layer, layer_cache in zip(self.model.layers, cache, strict=True):
+            h = layer.prefill_static(h, cu_seqlens, layer_cache, slots)
+        last = cu_seqlens[1:].long() - 1
+        return self.forward_head(self.model.norm(h[0, last]))
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, cache: list[Any]) -> torch.Tensor:
+        """One token for each of the first ``B`` slots: ``tokens`` ``[B]`` at ``positions`` ``[B]`` (int64, the
+        tokens each slot already holds) → logits ``[B, vocab]``. Fixed shapes, in-place cache updates, no host
+        sync: the step a CUDA graph captures."""
+        h = self.model.embed_tokens(tokens)[:, None]
+        for layer, layer_cache in zip(self.model.layers, cache, strict=True):
+            h = layer.decode_static(h, layer_cache, positions)
+        return self.forward_head(self.model.norm(h[:, 0]))
+
+    generate = generate  # zoo.generation.generate as a method (model.generate(prompts, n, …)), for users who call it
 
 
 def training_flops_per_token(config: HybridLMConfig, seq_len: int) -> float:

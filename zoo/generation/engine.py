@@ -1,0 +1,190 @@
+"""The decode engine: a preallocated cache, ragged prompts prefilled packed, and a fixed-shape decode step replayed
+from a CUDA graph per batch-size bucket.
+
+For a model with the static-cache methods (``new_static_cache``, ``prefill``, ``decode``;
+:class:`~zoo.models.HybridLM`)::
+
+    prefill   the N prompts packed into one stream (cu_seqlens): prompt n's lightning states and softmax keys and
+              values land in slot n; no padding token enters any state; the first new token is sampled from the
+              logits after each prompt's last token
+    decode    step(tokens [Bb], positions [Bb]) → logits → sample → EOS mask → the token written to column t of
+              the output buffer; Bb = the smallest bucket ≥ N (1, 2, 4, …), rows N..Bb−1 idle. On CUDA the step,
+              sampling included, is one CUDA graph per (bucket, sampling settings), captured on first use.
+    stop      EOS is a device mask; the host reads whether every sequence has finished every ``check_every`` steps
+
+Nothing in the decode step synchronises with the host: the caches are written in place at each row's position,
+the MoE computes its few tokens with fixed shapes (:meth:`zoo.ffn.moe.MoEExperts.decode`) and sampling draws its
+noise from a hash of (seed, step) (:mod:`zoo.generation.sampling`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from zoo.generation.sampling import sample_logits
+
+#: Batch sizes a decode graph is captured for (a batch runs in the smallest bucket that holds it).
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def bucket_for(n: int, max_batch: int) -> int:
+    """The smallest bucket of :data:`BUCKETS` (capped at ``max_batch``) that holds ``n`` rows."""
+    for size in BUCKETS:
+        if size >= n:
+            return min(size, max_batch)
+    return max_batch
+
+
+class DecodeEngine:
+    """Generation for one model at fixed capacity: ``max_batch`` sequences of up to ``max_len`` positions.
+
+    Args:
+        model: a causal LM with ``new_static_cache(batch_size, max_len)``, ``prefill(ids, cu_seqlens, cache,
+            slots)`` and ``decode(tokens, positions, cache)``.
+        max_batch: slots (rounded up to a bucket).
+        max_len: positions per slot (prompt + new tokens).
+        cuda_graphs: replay the decode step from CUDA graphs (default: on CUDA devices).
+        check_every: decode steps between the host's checks for "every sequence has finished".
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        max_batch: int,
+        max_len: int,
+        *,
+        cuda_graphs: bool | None = None,
+        check_every: int = 16,
+    ) -> None:
+        weight = next(model.parameters())
+        self.model = model
+        self.device, self.dtype = weight.device, weight.dtype
+        self.max_batch = bucket_for(max_batch, BUCKETS[-1]) if max_batch <= BUCKETS[-1] else max_batch
+        self.max_len = max_len
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.check_every = check_every
+        self.cache = model.new_static_cache(self.max_batch, max_len, device=self.device, dtype=self.dtype)
+
+        def buffer(dtype: torch.dtype, *shape: int) -> torch.Tensor:
+            return torch.zeros(shape or (self.max_batch,), dtype=dtype, device=self.device)
+
+        self.tokens = buffer(torch.int64)  # the token each slot feeds to the next step
+        self.positions = buffer(torch.int64)  # tokens each slot holds (where the next one is written)
+        self.seeds = buffer(torch.int64)
+        self.counters = buffer(torch.int64)  # new tokens sampled so far (the noise's counter)
+        self.finished = buffer(torch.bool)
+        self.step = buffer(torch.int64, 1)  # the output column of the next step
+        self.out_tokens = buffer(torch.int64, self.max_batch, max_len)
+        self.out_logprobs = buffer(torch.float32, self.max_batch, max_len)
+        self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+
+    def fits(self, n: int, max_len: int) -> bool:
+        return n <= self.max_batch and max_len <= self.max_len
+
+    # ------------------------------------------------------------------------------------------------ the step
+    def _decode_step(self, rows: int, sampling: dict[str, Any], eos: int | None) -> None:
+        """One token for the first ``rows`` slots, every result written into the engine's buffers."""
+        logits = self.model.decode(self.tokens[:rows], self.positions[:rows], self.cache)
+        token, logp = sample_logits(
+            logits, **sampling, seeds=self.seeds[:rows], counters=self.counters[:rows]
+        )  # fmt: skip
+        self._record(rows, token, logp, eos)
+        self.positions[:rows] += 1
+
+    def _record(self, rows: int, token: torch.Tensor, logp: torch.Tensor, eos: int | None) -> None:
+        """Mask finished rows to EOS (log-prob 0), mark new finishers, write column ``step`` of the outputs and
+        advance the counters."""
+        finished = self.finished[:rows]
+        if eos is not None:
+            token = torch.where(finished, torch.full_like(token, eos), token)
+            logp = torch.where(finished, torch.zeros_like(logp), logp)
+            finished |= token == eos
+        self.out_tokens[:rows].index_copy_(1, self.step, token[:, None])
+        self.out_logprobs[:rows].index_copy_(1, self.step, logp[:, None].float())
+        self.tokens[:rows].copy_(token)
+        self.counters[:rows] += 1
+        self.step += 1
+
+    def _runner(self, rows: int, sampling: dict[str, Any], eos: int | None) -> Callable[[], None]:
+        """The decode step for ``rows`` slots: eager, or the replay of its CUDA graph (captured on first use)."""
+        if not self.cuda_graphs:
+            return lambda: self._decode_step(rows, sampling, eos)
+        key = (rows, eos, *sorted(sampling.items()))
+        graph = self.graphs.get(key)
+        if graph is None:
+            graph = self._capture(rows, sampling, eos)
+            self.graphs[key] = graph
+        return graph.replay
+
+    def _capture(self, rows: int, sampling: dict[str, Any], eos: int | None) -> torch.cuda.CUDAGraph:
+        """Warm the step up on a side stream (kernels compiled and autotuned, lazy buffers made), then capture it.
+        The warm-up steps write into the buffers and caches; :meth:`run` resets what it uses afterwards."""
+        saved = self.step.clone()
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self.step.zero_()
+                self._decode_step(rows, sampling, eos)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        self.step.zero_()
+        with torch.cuda.graph(graph, pool=self.pool):
+            self._decode_step(rows, sampling, eos)
+        self.step.copy_(saved)
+        return graph
+
+    # ------------------------------------------------------------------------------------------------ a run
+    @torch.no_grad()
+    def run(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        *,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        eos: int | None,
+        seeds: torch.Tensor,
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """New tokens (ending at ``eos`` if produced) and their log-probabilities for each prompt."""
+        n = len(prompts)
+        lengths = [len(p) for p in prompts]
+        if not self.fits(n, max(lengths) + max_new_tokens):
+            raise ValueError(f"{n} prompts of up to {max(lengths)} + {max_new_tokens} tokens exceed the engine's "
+                             f"{self.max_batch} × {self.max_len}")  # fmt: skip
+        if max_new_tokens == 0:
+            return [[] for _ in prompts], [[] for _ in prompts]
+        rows = bucket_for(n, self.max_batch)
+        sampling = {"temperature": float(temperature), "top_p": float(top_p), "top_k": int(top_k)}
+        step = self._runner(rows, sampling, eos)  # captured before the state it would disturb is set
+        self.step.zero_()
+        self.finished.fill_(True)  # idle rows count as finished
+        self.finished[:n] = False
+        self.positions.zero_()
+        self.counters.zero_()
+        self.seeds[:n] = seeds.to(self.device)
+        # prefill: the prompts packed, each into its slot; the first new token from each one's last logits
+        ids = torch.tensor([t for p in prompts for t in p], device=self.device)
+        offsets = torch.tensor([0, *lengths], device=self.device).cumsum(0).to(torch.int32)
+        slots = torch.arange(n, device=self.device)
+        logits = self.model.prefill(ids, offsets, self.cache, slots)
+        token, logp = sample_logits(logits, **sampling, seeds=self.seeds[:n], counters=self.counters[:n])
+        self._record(n, token, logp, eos)
+        self.positions[:n] = torch.tensor(lengths, device=self.device)
+        done = 1
+        while done < max_new_tokens:
+            step()
+            done += 1
+            if eos is not None and done % self.check_every == 0 and bool(self.finished[:n].all()):
+                break
+        new = self.out_tokens[:n, :done].tolist()
+        logprobs = self.out_logprobs[:n, :done].tolist()
+        for i, row in enumerate(new):
+            cut = row.index(eos) + 1 if eos is not None and eos in row else len(row)
+            new[i], logprobs[i] = row[:cut], logprobs[i][:cut]
+        return new, logprobs
