@@ -54,6 +54,7 @@ def ep_worker(rank: int, world: int, init_file: str, out: str, capacity_factor: 
         assert apply_expert_parallel(_OneLayer(layer), mesh["ep"]) == 1
         y, gx, grads = run_layer(layer, *rank_inputs(rank))
         torch.save({"y": y, "gx": gx, "grads": grads, "dropped": layer.dropped_fraction}, f"{out}.{rank}")
+        dist.barrier()  # no rank tears gloo down while the other still has collectives in flight
     finally:
         dist.destroy_process_group()
 

@@ -87,6 +87,7 @@ def fsdp_worker(rank: int, world: int, init_file: str, out: str, ac: str, config
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if rank == 0:
             torch.save({"losses": losses, "grads": grads, "state": state}, out)
+        dist.barrier()  # no rank tears gloo down while the other still has collectives in flight
     finally:
         dist.destroy_process_group()
 
@@ -221,6 +222,7 @@ def vision_worker(rank: int, world: int, init_file: str, out: str) -> None:
         state = get_model_state_dict(net, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if rank == 0:
             torch.save(state, out)
+        dist.barrier()  # no rank tears gloo down while the other still has collectives in flight
     finally:
         dist.destroy_process_group()
 
