@@ -46,10 +46,10 @@ __all__ = [
 IMPLS = ("auto", "grouped_mm", "loop")
 AUX_LOSS_TYPES = ("switch", "gshard", "paper")
 GROUPED_MM_ALIGN = 8
-#: Tokens up to which :meth:`MoE.inference` computes the experts with :meth:`MoEExperts.decode` (fixed shapes).
-DECODE_TOKENS = 256
 """``grouped_mm`` needs every row stride to be a multiple of 16 bytes: ``dim`` and ``hidden_dim`` multiples of 8
 (bf16)."""
+#: Tokens up to which :meth:`MoE.inference` computes the experts with :meth:`MoEExperts.decode` (fixed shapes).
+DECODE_TOKENS = 256
 
 
 def _grouped_mm_fn() -> Callable[..., torch.Tensor] | None:

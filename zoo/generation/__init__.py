@@ -47,9 +47,9 @@ def _seeds(seed: int | None, n: int) -> torch.Tensor:
 
 
 def _as_lists(prompts: Sequence[Sequence[int]] | torch.Tensor) -> list[list[int]]:
-    rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(map(int, p)) for p in prompts]
     if isinstance(prompts, torch.Tensor) and prompts.ndim != 2:
         raise ValueError(f"prompts as a tensor must be [B, T0], got {tuple(prompts.shape)}")
+    rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(map(int, p)) for p in prompts]
     if any(len(row) == 0 for row in rows):
         raise ValueError("every prompt needs at least one token")
     return rows

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from zoo.generation.sampling import sample_logits
+from zoo.generation.sampling import cut_at_eos, mask_finished, sample_logits
 from zoo.parallel.fsdp import is_sharded
 
 
@@ -47,9 +47,7 @@ def generate_dynamic(
             top_k=top_k, eos=eos, seeds=group_seeds, sharded=sharded,
         )  # fmt: skip
         for row, i in enumerate(members):
-            new = out[row]
-            cut = new.index(eos) + 1 if eos is not None and eos in new else len(new)
-            tokens[i], logprobs[i] = new[:cut], lp[row][:cut]
+            tokens[i], logprobs[i] = cut_at_eos(out[row], lp[row], eos)
     return tokens, logprobs
 
 
@@ -76,10 +74,7 @@ def _generate_batch(
         token, logp = sample_logits(
             logits, temperature=temperature, top_p=top_p, top_k=top_k, seeds=seeds, counters=counters
         )
-        if eos is not None:
-            token = torch.where(finished, torch.full_like(token, eos), token)
-            logp = torch.where(finished, torch.zeros_like(logp), logp)
-            finished |= token == eos
+        token, logp = mask_finished(token, logp, finished, eos)
         steps_tokens.append(token)
         steps_logp.append(logp)
         if i == max_new_tokens - 1 or (eos is not None and _all_finished(finished, sharded)):

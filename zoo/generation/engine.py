@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from zoo.generation.sampling import sample_logits
+from zoo.generation.sampling import cut_at_eos, mask_finished, sample_logits
 
 #: Batch sizes a decode graph is captured for (a batch runs in the smallest bucket that holds it).
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -98,11 +98,7 @@ class DecodeEngine:
     def _record(self, rows: int, token: torch.Tensor, logp: torch.Tensor, eos: int | None) -> None:
         """Mask finished rows to EOS (log-prob 0), mark new finishers, write column ``step`` of the outputs and
         advance the counters."""
-        finished = self.finished[:rows]
-        if eos is not None:
-            token = torch.where(finished, torch.full_like(token, eos), token)
-            logp = torch.where(finished, torch.zeros_like(logp), logp)
-            finished |= token == eos
+        token, logp = mask_finished(token, logp, self.finished[:rows], eos)
         self.out_tokens[:rows].index_copy_(1, self.step, token[:, None])
         self.out_logprobs[:rows].index_copy_(1, self.step, logp[:, None].float())
         self.tokens[:rows].copy_(token)
@@ -123,7 +119,6 @@ class DecodeEngine:
     def _capture(self, rows: int, sampling: dict[str, Any], eos: int | None) -> torch.cuda.CUDAGraph:
         """Warm the step up on a side stream (kernels compiled and autotuned, lazy buffers made), then capture it.
         The warm-up steps write into the buffers and caches; :meth:`run` resets what it uses afterwards."""
-        saved = self.step.clone()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
@@ -135,7 +130,6 @@ class DecodeEngine:
         self.step.zero_()
         with torch.cuda.graph(graph, pool=self.pool):
             self._decode_step(rows, sampling, eos)
-        self.step.copy_(saved)
         return graph
 
     # ------------------------------------------------------------------------------------------------ a run
@@ -184,7 +178,5 @@ class DecodeEngine:
                 break
         new = self.out_tokens[:n, :done].tolist()
         logprobs = self.out_logprobs[:n, :done].tolist()
-        for i, row in enumerate(new):
-            cut = row.index(eos) + 1 if eos is not None and eos in row else len(row)
-            new[i], logprobs[i] = row[:cut], logprobs[i][:cut]
-        return new, logprobs
+        cut = [cut_at_eos(row, row_logprobs, eos) for row, row_logprobs in zip(new, logprobs)]
+        return [tokens for tokens, _ in cut], [lps for _, lps in cut]

@@ -75,6 +75,25 @@ def sample_logits(
     return tokens, logp_all.gather(-1, tokens[:, None])[:, 0]
 
 
+def mask_finished(
+    token: torch.Tensor, logp: torch.Tensor, finished: torch.Tensor, eos: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step's ``token`` / ``logp`` ``[B]`` with rows already ``finished`` set to ``eos`` (log-prob 0); rows that
+    produce ``eos`` now are marked in ``finished`` (in place). Without ``eos``, all unchanged."""
+    if eos is None:
+        return token, logp
+    token = torch.where(finished, torch.full_like(token, eos), token)
+    logp = torch.where(finished, torch.zeros_like(logp), logp)
+    finished |= token == eos
+    return token, logp
+
+
+def cut_at_eos(tokens: list[int], logprobs: list[float], eos: int | None) -> tuple[list[int], list[float]]:
+    """A sequence's new tokens and log-probs up to and including its first ``eos`` (all of them without one)."""
+    cut = tokens.index(eos) + 1 if eos is not None and eos in tokens else len(tokens)
+    return tokens[:cut], logprobs[:cut]
+
+
 def sample_token(
     logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None
 ) -> torch.Tensor:
