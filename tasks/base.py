@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import lightning as L
 
 from zoo.errors import ConfigError
-from zoo.optim import OptimSettings, build_optimizer, build_scheduler, param_groups, resolve_optim
+from zoo.optim import OptimSettings, build_optimizer, build_scheduler, resolve_optim, settings_param_groups
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,7 @@ class BaseTask(L.LightningModule):
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
         """What the optimizer updates: every trainable parameter, weight matrices decayed (see
         :func:`zoo.optim.param_groups`)."""
-        c = self.optim_config
-        return param_groups(self, c["weight_decay"], decay_norm_and_bias=c["decay_norm_and_bias"])
+        return settings_param_groups(self, self.optim_config)
 
     def training_budget(self) -> TrainingBudget | None:
         """The budget the progress bars count when the run is limited by steps (``trainer.max_steps``, e.g.

@@ -11,11 +11,10 @@ from torchmetrics import MeanMetric, MinMetric
 from torchmetrics.text import Perplexity
 
 from tasks.base import BaseTask
+from tasks.data.text.packing import IGNORE_INDEX
 from zoo.models import build_causal_lm
 from zoo.optim import OptimSettings
 from zoo.registries import TASK
-
-IGNORE_INDEX = -100
 
 
 class TokenThroughputMonitor(ThroughputMonitor):

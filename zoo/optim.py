@@ -91,6 +91,11 @@ def resolve_optim(given: Mapping[str, Any] | None, defaults: Mapping[str, Any], 
     return typing.cast(OptimSettings, settings)
 
 
+def settings_param_groups(module: nn.Module, settings: OptimSettings) -> list[dict[str, Any]]:
+    """:func:`param_groups` of ``module`` with the settings' ``weight_decay`` and ``decay_norm_and_bias``."""
+    return param_groups(module, settings["weight_decay"], decay_norm_and_bias=settings["decay_norm_and_bias"])
+
+
 def build_optimizer(
     settings: OptimSettings, module: nn.Module | None = None, groups: Any = None
 ) -> torch.optim.Optimizer:
@@ -99,7 +104,7 @@ def build_optimizer(
     if groups is None:
         if module is None:
             raise ValueError("build_optimizer needs a module or parameter groups")
-        groups = param_groups(module, settings["weight_decay"], decay_norm_and_bias=settings["decay_norm_and_bias"])
+        groups = settings_param_groups(module, settings)
     return OPTIMIZER.build(settings["optimizer"], groups, lr=settings["lr"], **settings["optimizer_kwargs"])
 
 

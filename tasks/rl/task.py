@@ -17,7 +17,7 @@ from tasks.rl.warm_start import WARM_START_OPTIM, load_policy_weights, warm_star
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError
 from zoo.models import build_causal_lm
-from zoo.optim import OptimSettings, param_groups, resolve_optim
+from zoo.optim import OptimSettings, resolve_optim, settings_param_groups
 from zoo.parallel.clip import clip_grad_norm_
 from zoo.registries import ADVANTAGE, OBJECTIVE, TASK
 
@@ -173,7 +173,7 @@ class RLTask(BaseTask):
         """The policy's parameters (the frozen reference is not trained) and the value head's at
         ``value_lr_scale × lr`` (it learns faster than the policy, as in verl/OpenRLHF's critic)."""
         c = self.optim_config
-        groups = param_groups(self.policy, c["weight_decay"], decay_norm_and_bias=c["decay_norm_and_bias"])
+        groups = settings_param_groups(self.policy, c)
         if self.value_head is not None:
             value_lr = c["lr"] * self.hparams.value_lr_scale
             groups.append({"params": list(self.value_head.parameters()), "weight_decay": 0.0, "lr": value_lr})

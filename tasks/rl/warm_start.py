@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tasks.data.text.packing import IGNORE_INDEX
 from tasks.data.tokenizer import Tokenizer
 from tasks.rl.rollout import encode_problem, pad
 from zoo.errors import ConfigError
@@ -28,8 +29,6 @@ WARM_START_OPTIM: OptimSettings = {
     "scheduler_kwargs": {},
     "decay_norm_and_bias": True,
 }
-
-IGNORE_INDEX = -100
 
 
 def warm_start(
