@@ -121,15 +121,35 @@ def lightning_attention_blockwise(
         return o.transpose(1, 2).to(q.dtype), final.float() if dtype == torch.float32 else final
     if B != 1:
         raise ValueError(f"cu_seqlens needs a packed batch of size 1, got B={B}")
+    # Sequences of equal length run as one batch (an RL batch's prompts have few distinct lengths).
     bounds = cu_seqlens.tolist()
-    outputs, finals = [], []
+    by_length: dict[int, list[int]] = {}
     for n, (start, end) in enumerate(itertools.pairwise(bounds)):
-        state = initial_state[n : n + 1].to(dtype) if initial_state is not None else qf.new_zeros(1, H, D, v.shape[-1])
-        o, final = _blockwise_one(qf[:, :, start:end], kf[:, :, start:end], vf[:, :, start:end], decay, state, block)
-        outputs.append(o)
+        by_length.setdefault(end - start, []).append(n)
+    pieces, token_order, finals, doc_order = [], [], [], []
+    for length, docs in by_length.items():
+        starts = torch.tensor([bounds[n] for n in docs], device=q.device)
+        rows = (starts[:, None] + torch.arange(length, device=q.device)[None, :]).reshape(-1)
+
+        def gather(x: torch.Tensor, docs=docs, length=length, rows=rows) -> torch.Tensor:  # → [n, H, L, ·]
+            return x[0][:, rows].view(H, len(docs), length, x.shape[-1]).transpose(0, 1)
+
+        if initial_state is not None:
+            state = initial_state[torch.tensor(docs, device=initial_state.device)].to(dtype)
+        else:
+            state = qf.new_zeros(len(docs), H, D, v.shape[-1])
+        o, final = _blockwise_one(gather(qf), gather(kf), gather(vf), decay, state, block)
+        pieces.append(o.transpose(0, 1).reshape(H, len(docs) * length, o.shape[-1]))
+        token_order.append(rows)
         finals.append(final)
-    o = torch.cat(outputs, dim=2).transpose(1, 2).to(q.dtype)
-    final = torch.cat(finals, dim=0)
+        doc_order += docs
+    order = torch.cat(token_order)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    o = torch.cat(pieces, dim=1)[:, inverse][None].transpose(1, 2).to(q.dtype)  # [1, ΣT, H, DV] in packed order
+    doc_inverse = torch.empty(len(doc_order), dtype=torch.long, device=q.device)
+    doc_inverse[torch.tensor(doc_order, device=q.device)] = torch.arange(len(doc_order), device=q.device)
+    final = torch.cat(finals, dim=0)[doc_inverse]
     return o, final.float() if dtype == torch.float32 else final
 
 
