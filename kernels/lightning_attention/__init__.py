@@ -193,7 +193,8 @@ def lightning_attention_decode(
     if state.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"the decode state must be fp32 (fp64 for fp64 checks), got {state.dtype}")
     kernel_state = state.dtype == torch.float32 and state.is_contiguous()  # what the Triton step reads and writes
-    if kernel_state and _use_triton(backend, q3, v3, "decode"):
+    # Under torch.compile the PyTorch step, which Inductor fuses with its neighbours (the SiLU on q, k, v before it)
+    if kernel_state and not torch.compiler.is_compiling() and _use_triton(backend, q3, v3, "decode"):
         from kernels.lightning_attention.triton import lightning_attention_decode_triton
 
         o, new_state = lightning_attention_decode_triton(

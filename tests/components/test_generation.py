@@ -9,6 +9,7 @@ import torch
 from kernels.lightning_attention.reference import BLOCK
 from zoo.ffn.moe import MoE
 from zoo.generation import GenerationOutput, engine_for, generate, generate_dynamic, sample_logits, uses_engine
+from zoo.generation.engine import DecodeEngine
 from zoo.generation.sampling import uniform_noise
 from zoo.models import HybridLM
 
@@ -134,12 +135,48 @@ def test_noise_is_uniform_and_depends_on_seed_and_counter_only():
 
 
 @pytest.mark.parametrize("n", [1, 3, 8])  # n·k below E (weights gathered) and above it (every expert, masked)
-def test_moe_decode_path_equals_the_loop(n):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "traced"])
+def test_moe_decode_path_equals_the_loop(n, compiled):
+    """Eager, and as torch.compile traces it (the gather path becomes reductions over the weights)."""
     torch.manual_seed(0)
     moe = MoE(16, 24, num_experts=4, top_k=2, impl="loop").eval()
     x = torch.randn(n, 16)
+    inference = torch.compile(moe.inference, backend="aot_eager", fullgraph=True) if compiled else moe.inference
     with torch.no_grad():
-        torch.testing.assert_close(moe.inference(x), moe(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(inference(x), moe(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("prompts", [RAGGED, RAGGED[2:3]], ids=["bucket4", "bucket1"])
+def test_compiled_decode_step_gives_the_eager_engines_tokens(prompts):
+    """The decode step traced whole by torch.compile (fullgraph: no graph break; aot_eager: the in-place cache
+    and buffer writes functionalised) draws the eager step's tokens, greedy and sampled with EOS, on reuse too."""
+    model = model_of()
+    compiled = DecodeEngine(model, 4, 512, compile=True, compile_backend="aot_eager")
+    eager = DecodeEngine(model, 4, 512)
+    for settings in ({"temperature": 0.0, "top_p": 1.0, "top_k": 0, "eos": None},
+                     {"temperature": 1.3, "top_p": 0.9, "top_k": 20, "eos": 3}):  # fmt: skip
+        seeds = torch.arange(len(prompts))
+        for _ in range(2):
+            tokens, logprobs = compiled.run(prompts, 8, **settings, seeds=seeds)
+            expected_tokens, expected_logprobs = eager.run(prompts, 8, **settings, seeds=seeds)
+            assert tokens == expected_tokens
+            for row, expected_row in zip(logprobs, expected_logprobs, strict=True):
+                torch.testing.assert_close(torch.tensor(row), torch.tensor(expected_row), rtol=0, atol=1e-5)
+    assert compiled.compile and len(compiled.steps) == 2  # compiled, once per sampling setting
+
+
+def test_engine_switch_chooses_the_path():
+    """engine=False takes the dynamic path (the same tokens); engine=True on a model without a static cache is
+    refused with the reason."""
+    model = model_of()
+    settings = {"temperature": 1.0, "eos": 3, "seed": 2}
+    dynamic, engine = generate(model, RAGGED, 6, **settings, engine=False), generate(model, RAGGED, 6, **settings)
+    assert dynamic.tokens == engine.tokens
+    for row, engine_row in zip(dynamic.logprobs, engine.logprobs, strict=True):
+        torch.testing.assert_close(torch.tensor(row), torch.tensor(engine_row), rtol=0, atol=1e-5)
+    model.supports_static_cache = lambda: False
+    with pytest.raises(ValueError, match="engine=True needs a model with a static cache"):
+        generate(model, RAGGED, 2, engine=True)
 
 
 @pytest.mark.gpu
@@ -151,7 +188,8 @@ def test_cuda_graph_engine_matches_the_eager_cached_path_in_bf16():
     model = HybridLM({**SMALL, "hidden_size": 64, "vocab_size": 257}).cuda().to(torch.bfloat16).eval()
     prompts = [[5, 6, 7] * 40, [9] * 3, [1, 2] * 300]
     graphed = generate(model, prompts, 16)
-    eager_engine = type(model.__dict__["_zoo_decode_engine"])(model, 4, 1024, cuda_graphs=False)
+    assert model.__dict__["_zoo_decode_engine"].compile  # the step compiled (no fallback to eager)
+    eager_engine = DecodeEngine(model, 4, 1024, cuda_graphs=False)
     eager, _ = eager_engine.run(prompts, 16, temperature=0.0, top_p=1.0, top_k=0, eos=None,
                                 seeds=torch.zeros(3, dtype=torch.int64))  # fmt: skip
     assert graphed.tokens == eager

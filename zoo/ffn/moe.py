@@ -289,6 +289,15 @@ class MoEExperts(nn.Module):
         """
         gate_up_proj, down_proj = self.local_weights()
         n, k = top_k_index.shape
+        if n * k < gate_up_proj.shape[0] and torch.compiler.is_compiling():
+            # the same products as reductions: Inductor reads the chosen experts' rows straight from the weights
+            # (an indirect load in the reduction kernel) instead of copying them out first
+            chosen = top_k_index.reshape(-1)
+            rows = x.repeat_interleave(k, dim=0).float()  # [N·k, D]
+            gate, up = (gate_up_proj[chosen].float() * rows[:, None, :]).sum(-1).to(x.dtype).chunk(2, dim=-1)
+            act = (F.silu(gate) * up).float()  # [N·k, I]
+            h = (down_proj[chosen].float() * act[:, None, :]).sum(-1)  # [N·k, D]
+            return (h.view(n, k, -1) * top_k_weights[..., None].float()).sum(1).to(x.dtype)
         if n * k < gate_up_proj.shape[0]:
             chosen = top_k_index.reshape(-1)
             rows = x.repeat_interleave(k, dim=0)[:, :, None]  # [N·k, D, 1]

@@ -9,7 +9,9 @@ For a model with the static-cache methods (``new_static_cache``, ``prefill``, ``
               logits after each prompt's last token
     decode    step(tokens [Bb], positions [Bb]) → logits → sample → EOS mask → the token written to column t of
               the output buffer; Bb = the smallest bucket ≥ N (1, 2, 4, …), rows N..Bb−1 idle. On CUDA the step,
-              sampling included, is one CUDA graph per (bucket, sampling settings), captured on first use.
+              sampling included, is compiled by ``torch.compile`` (Inductor fuses the norms, activations, the
+              lightning state update, the MoE's few-token experts and the sampling into few kernels) and captured
+              as one CUDA graph per (bucket, sampling settings), on first use (gpt-fast's and SGLang's design).
     stop      EOS is a device mask; the host reads whether every sequence has finished every ``check_every`` steps
 
 Nothing in the decode step synchronises with the host: the caches are written in place at each row's position,
@@ -19,6 +21,7 @@ noise from a hash of (seed, step) (:mod:`zoo.generation.sampling`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +31,14 @@ from zoo.generation.sampling import cut_at_eos, mask_finished, sample_logits
 
 #: Batch sizes a decode graph is captured for (a batch runs in the smallest bucket that holds it).
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def _allow_recompiles(steps: int) -> None:
+    """Let dynamo keep one compiled step per engine key: every key's step shares one code object, whose compiled
+    versions dynamo caps (8 by default) before it silently runs the rest eager."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), 8 * steps))
 
 
 def bucket_for(n: int, max_batch: int) -> int:
@@ -47,6 +58,9 @@ class DecodeEngine:
         max_batch: slots (rounded up to a bucket).
         max_len: positions per slot (prompt + new tokens).
         cuda_graphs: replay the decode step from CUDA graphs (default: on CUDA devices).
+        compile: compile the decode step with ``torch.compile`` (``fullgraph``, static shapes) before its capture
+            (default: with CUDA graphs). A model that does not compile is run eager, with a warning.
+        compile_backend: the ``torch.compile`` backend (``inductor``; ``aot_eager`` checks the trace cheaply).
         check_every: decode steps between the host's checks for "every sequence has finished".
     """
 
@@ -57,6 +71,8 @@ class DecodeEngine:
         max_len: int,
         *,
         cuda_graphs: bool | None = None,
+        compile: bool | None = None,
+        compile_backend: str = "inductor",
         check_every: int = 16,
     ) -> None:
         weight = next(model.parameters())
@@ -65,6 +81,8 @@ class DecodeEngine:
         self.max_batch = bucket_for(max_batch, BUCKETS[-1]) if max_batch <= BUCKETS[-1] else max_batch
         self.max_len = max_len
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.compile = self.cuda_graphs if compile is None else compile
+        self.compile_backend = compile_backend
         self.check_every = check_every
         self.cache = model.new_static_cache(self.max_batch, max_len, device=self.device, dtype=self.dtype)
 
@@ -80,6 +98,7 @@ class DecodeEngine:
         self.out_tokens = buffer(torch.int64, self.max_batch, max_len)
         self.out_logprobs = buffer(torch.float32, self.max_batch, max_len)
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
+        self.steps: dict[tuple, Callable[[], None]] = {}  # the (compiled) step of each key
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
 
     def fits(self, n: int, max_len: int) -> bool:
@@ -105,31 +124,59 @@ class DecodeEngine:
         self.counters[:rows] += 1
         self.step += 1
 
+    def _step(self, key: tuple, rows: int, sampling: dict[str, Any], eos: int | None) -> Callable[[], None]:
+        """The decode step of one key, compiled on first use when :attr:`compile` is set (after one eager step, so
+        that the model's lazy buffers exist before tracing); a model that cannot be compiled falls back to eager
+        with a warning."""
+        step = self.steps.get(key)
+        if step is not None:
+            return step
+
+        def eager() -> None:
+            self._decode_step(rows, sampling, eos)
+
+        step = eager
+        if self.compile:
+            eager()
+            _allow_recompiles(len(self.steps) + 1)
+            compiled = torch.compile(eager, backend=self.compile_backend, fullgraph=True, dynamic=False)
+            try:
+                compiled()
+                step = compiled
+            except Exception as error:
+                warnings.warn(f"the decode step did not compile, so it runs eager: {type(error).__name__}: "
+                              f"{str(error)[:500]}", stacklevel=3)  # fmt: skip
+                self.compile = False
+        self.steps[key] = step
+        return step
+
     def _runner(self, rows: int, sampling: dict[str, Any], eos: int | None) -> Callable[[], None]:
-        """The decode step for ``rows`` slots: eager, or the replay of its CUDA graph (captured on first use)."""
-        if not self.cuda_graphs:
-            return lambda: self._decode_step(rows, sampling, eos)
+        """The decode step for ``rows`` slots: eager or compiled, or the replay of its CUDA graph (captured on
+        first use)."""
         key = (rows, eos, *sorted(sampling.items()))
+        if not self.cuda_graphs:
+            return self._step(key, rows, sampling, eos)
         graph = self.graphs.get(key)
         if graph is None:
-            graph = self._capture(rows, sampling, eos)
+            graph = self._capture(key, rows, sampling, eos)
             self.graphs[key] = graph
         return graph.replay
 
-    def _capture(self, rows: int, sampling: dict[str, Any], eos: int | None) -> torch.cuda.CUDAGraph:
-        """Warm the step up on a side stream (kernels compiled and autotuned, lazy buffers made), then capture it.
+    def _capture(self, key: tuple, rows: int, sampling: dict[str, Any], eos: int | None) -> torch.cuda.CUDAGraph:
+        """Warm the step up on a side stream (compiled, kernels autotuned, lazy buffers made), then capture it.
         The warm-up steps write into the buffers and caches; :meth:`run` resets what it uses afterwards."""
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
+            step = self._step(key, rows, sampling, eos)
             for _ in range(2):
                 self.step.zero_()
-                self._decode_step(rows, sampling, eos)
+                step()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         self.step.zero_()
         with torch.cuda.graph(graph, pool=self.pool):
-            self._decode_step(rows, sampling, eos)
+            step()
         return graph
 
     # ------------------------------------------------------------------------------------------------ a run
