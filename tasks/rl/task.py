@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any, ClassVar
 
 import torch
@@ -40,6 +41,9 @@ class RLTask(BaseTask):
             minibatches × epochs optimizer steps per rollout (μ > 1 is where the objectives differ).
         max_new_tokens: generation budget (default: the environment's longest answer + 2).
         temperature, top_p: sampling of the rollouts.
+        decode_engine: generate rollouts and validation through :mod:`zoo.generation`'s decode engine where the
+            policy allows it (None: not sharded), or through the dynamic path (False: the pre-engine baseline,
+            for comparisons); both draw the same tokens.
         dynamic_sampling: DAPO's filter: drop prompts whose G rewards are all equal before the update.
         overlong_buffer: DAPO's soft overlong punishment over the last ``overlong_buffer`` tokens of the budget.
         repetition_run: M1's early truncation, scaled: a completion is cut (unfinished) after this many consecutive
@@ -56,7 +60,9 @@ class RLTask(BaseTask):
             constant), see :class:`~zoo.optim.OptimSettings` (M1: ``optimizer_kwargs: {betas: [0.9, 0.95]}``).
 
     Logged per step: ``rollout/reward``, ``rollout/acc``, ``rollout/length``, ``rollout/zero_std_groups``,
-    ``rollout/kept``, ``train/loss``, ``train/clip_frac``, ``train/approx_kl``, ``train/entropy`` (and the
+    ``rollout/kept``, ``rollout/tokens_per_s`` (generated tokens over the sampling's wall time), ``time/generate_s``,
+    ``time/rollout_s`` (sampling, scoring and the old log-probs), ``time/update_s`` (the μ optimizer steps),
+    ``train/loss``, ``train/clip_frac``, ``train/approx_kl``, ``train/entropy`` (and the
     objective's own metrics); per validation: ``val/acc`` (greedy exact match on the environment's held-out set),
     ``val/reward``, ``val/format``, ``val/length``, ``val/acc_best``.
     """
@@ -86,6 +92,7 @@ class RLTask(BaseTask):
         max_new_tokens: int | None = None,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        decode_engine: bool | None = None,
         dynamic_sampling: bool = False,
         overlong_buffer: int | None = None,
         repetition_run: int | None = None,
@@ -220,14 +227,16 @@ class RLTask(BaseTask):
         prompts = [encode_problem(self.tokenizer, p) for p in problems]
         return sample_completions(
             self.policy, prompts, repeats, max_new_tokens=self.budget(), eos=self.tokenizer.eos_id, seed=seed,
-            temperature=0.0 if greedy else h.temperature, top_p=h.top_p,
+            temperature=0.0 if greedy else h.temperature, top_p=h.top_p, engine=h.get("decode_engine"),
         )  # fmt: skip
 
     def rollout(self, problems: list) -> dict[str, Any]:
         """Sample, score and assemble the training batch of one step."""
         h = self.hparams
         G = h.group_size
+        start = time.perf_counter()
         samples = self._sample(problems, G, greedy=False, seed=self._seed() * 1_000_003 + self.global_step)
+        generate_s = time.perf_counter() - start
         rows, masks, rewards, correct, lengths = [], [], [], [], []
         for index, (prompt, completion, logprobs) in enumerate(samples):
             problem = problems[index // G]
@@ -250,6 +259,8 @@ class RLTask(BaseTask):
             "rollout/reward": rewards_t.mean(),
             "rollout/acc": torch.tensor(correct).mean(),
             "rollout/length": torch.tensor(lengths).mean(),
+            "rollout/tokens_per_s": sum(len(tokens) for _, tokens, _ in samples) / generate_s,
+            "time/generate_s": generate_s,
         }
         keep = torch.ones(len(rows), dtype=torch.bool, device=self.device)
         group_std = rewards_t.view(len(problems), G).std(dim=1, unbiased=False)  # each prompt's G rewards
@@ -284,13 +295,16 @@ class RLTask(BaseTask):
     def training_step(self, problems: list, batch_idx: int) -> None:
         h = self.hparams
         self.rollouts_done += 1
+        start = time.perf_counter()
         result = self.rollout(problems)
         batch, stats = result["batch"], result["stats"]
+        stats["time/rollout_s"] = time.perf_counter() - start
         for key, value in stats.items():
             self.log(key, value, prog_bar=key == "rollout/acc", batch_size=len(problems))
         index = batch["keep"].nonzero().squeeze(-1)
         if index.numel() == 0:
             return  # every group was all-equal (dynamic sampling): nothing to learn from this rollout
+        start = time.perf_counter()
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         generator = torch.Generator().manual_seed(1_000_003 * self._seed() + self.global_step + 1)
@@ -315,6 +329,7 @@ class RLTask(BaseTask):
         self.log_dict(
             {f"train/{k}": torch.stack(v).mean() for k, v in logged.items()}, batch_size=len(problems)
         )  # fmt: skip
+        self.log("time/update_s", time.perf_counter() - start, batch_size=len(problems))  # metrics read: synced
 
     def _update_loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logp, values, entropy = token_logprobs(self.policy, mb["input_ids"], self.value_head, with_entropy=True)

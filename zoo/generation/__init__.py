@@ -87,6 +87,7 @@ def generate(
     top_k: int = 0,
     eos: int | None = None,
     seed: int | None = None,
+    engine: bool | None = None,
 ) -> GenerationOutput:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
@@ -98,6 +99,8 @@ def generate(
         top_p: nucleus sampling (1: off). top_k: keep the k most likely tokens (0: off).
         eos: the stop token (kept as the last token of a sequence that produced it).
         seed: sequence i draws from seed ``seed·1000003 + i``, whatever the batch (None: random seeds).
+        engine: generate through the decode engine (True: required), through the dynamic path (False), or
+            through the engine where :func:`uses_engine` allows it (None). Both draw the same tokens.
 
     Returns:
         :class:`GenerationOutput` with ``tokens`` and ``logprobs`` per prompt.
@@ -108,14 +111,17 @@ def generate(
     rows = _as_lists(prompts)
     if not rows:
         return GenerationOutput([], [])
+    if engine and not uses_engine(model):
+        raise ValueError(f"engine=True needs a model with a static cache that is not sharded; "
+                         f"{type(model).__name__} has none or is sharded: use engine=None or False")  # fmt: skip
     seeds = _seeds(seed, len(rows))
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "eos": eos}
     was_training = model.training
     model.eval()
     try:
-        if uses_engine(model):
-            engine = engine_for(model, len(rows), max(map(len, rows)) + max_new_tokens)
-            tokens, logprobs = engine.run(rows, max_new_tokens, **sampling, seeds=seeds)
+        if uses_engine(model) if engine is None else engine:
+            decode_engine = engine_for(model, len(rows), max(map(len, rows)) + max_new_tokens)
+            tokens, logprobs = decode_engine.run(rows, max_new_tokens, **sampling, seeds=seeds)
         else:
             device = next(model.parameters()).device
             tokens, logprobs = generate_dynamic(model, rows, max_new_tokens, **sampling, seeds=seeds.to(device),
