@@ -12,7 +12,13 @@ vocabulary 32K by default) and converted with :func:`zoo.interop.minimax.from_hf
 - ``tokens_per_s``: new tokens (batch × n) over the wall time of the whole ``generate`` call, prefill included;
 - ``ms_per_step``: one decode step, ``(t(n) − t(1)) / (n − 1)`` from a second call with one new token;
 - ``floor_ms``: the step's weight-bandwidth floor, bytes read (every non-expert weight, the LM head, the experts
-  the batch can touch: ``min(E, batch·k)`` per layer; caches not counted) over the copy bandwidth measured here.
+  the batch can touch: ``min(E, batch·k)`` per layer; caches not counted) over the copy bandwidth measured here;
+  ``floor_all_ms``: every weight read once (the issue's statement of the floor: 0.79 GB / copy bandwidth);
+  ``floor_fraction`` and ``floor_all_fraction``: each floor over ``ms_per_step``.
+
+``--ablate-compile``: the engine again with its decode step captured uncompiled (``compile=False``), rows
+``uncompiled`` of the JSON. ``--profile``: the kernels of one batch-1 decode step (launched from the compiled step
+without its graph, under ``torch.profiler``): their count, their summed device time and the largest by time.
 
 Also ``--rl``: the rollout phase of ``experiment=rl_addition`` (32 prompts × G = 8 of the addition environment,
 ``rl_tiny``'s policy), sampled at temperature 1 with the same seeds through the decode engine and through the
@@ -32,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from zoo.generation import generate, generate_dynamic  # noqa: E402
+from zoo.generation import DecodeEngine, generate, generate_dynamic  # noqa: E402
 from zoo.models import HybridLM, HybridLMConfig  # noqa: E402
 
 #: The hybrid pattern, repeated; a stack shorter than 8 layers keeps its last layers (ending in softmax).
@@ -74,6 +80,10 @@ def step_bytes(model: HybridLM, batch: int) -> int:
     return total
 
 
+def weight_bytes(model: HybridLM) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
 def build_pair(args, device: torch.device, dtype: torch.dtype):
     """(transformers model, zoo model) with the same weights."""
     from zoo.interop.minimax import config_to_hf, from_hf
@@ -110,9 +120,19 @@ def case(args, hf, zoo, device, batch: int, prompt: int, bandwidth: float) -> li
     n = args.new_tokens
     rows = []
     floor_ms = 1e3 * step_bytes(zoo, batch) / bandwidth
+    floor_all_ms = 1e3 * weight_bytes(zoo) / bandwidth
 
     def run_zoo(k: int):
         return generate(zoo, lists, k)
+
+    uncompiled = None
+
+    def run_uncompiled(k: int):
+        nonlocal uncompiled
+        if uncompiled is None:
+            uncompiled = DecodeEngine(zoo, batch, prompt + n, compile=False)
+        return uncompiled.run(lists, k, temperature=0.0, top_p=1.0, top_k=0, eos=None,
+                              seeds=torch.zeros(batch, dtype=torch.int64))  # fmt: skip
 
     def run_hf(k: int):
         return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, min_new_tokens=k,
@@ -121,6 +141,8 @@ def case(args, hf, zoo, device, batch: int, prompt: int, bandwidth: float) -> li
     impls = [("zoo", run_zoo)]
     if hf is not None and batch * prompt <= args.hf_max_tokens:
         impls.append(("transformers", run_hf))
+    if args.ablate_compile:
+        impls.append(("zoo_uncompiled", run_uncompiled))
     for impl, fn in impls:
         try:
             fn(n)  # warm-up: kernels compiled, graphs captured, caches allocated
@@ -134,10 +156,47 @@ def case(args, hf, zoo, device, batch: int, prompt: int, bandwidth: float) -> li
         rows.append({
             "impl": impl, "batch": batch, "prompt": prompt, "new_tokens": n, "tokens_per_s": batch * n / full,
             "ms_per_step": ms_per_step, "prefill_s": first, "floor_ms": floor_ms,
-            "floor_fraction": floor_ms / ms_per_step if ms_per_step > 0 else None,
+            "floor_fraction": floor_ms / ms_per_step if ms_per_step > 0 else None, "floor_all_ms": floor_all_ms,
+            "floor_all_fraction": floor_all_ms / ms_per_step if ms_per_step > 0 else None,
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
+    del uncompiled
     return rows
+
+
+@torch.no_grad()
+def profile_step(zoo: HybridLM, device: torch.device, steps: int = 5) -> dict:
+    """The kernels of one batch-1 greedy decode step: the engine's compiled step launched without its graph."""
+    from torch.profiler import ProfilerActivity, profile
+
+    generate(zoo, [[1, 2, 3]], 4)  # the batch-1 step exists (compiled, captured)
+    engine = zoo.__dict__["_zoo_decode_engine"]
+    step = next(fn for key, fn in engine.steps.items() if key[0] == 1 and key[1] is None)
+    engine.step.zero_()
+    step()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            engine.step.zero_()
+            step()
+        sync(device)
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    by_name: dict[str, list[float]] = {}
+    for event in kernels:
+        by_name.setdefault(event.name, []).append(event.device_time)
+    top = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:15]
+    result = {
+        "compiled": engine.compile,
+        "kernels_per_step": len(kernels) / steps,
+        "kernel_ms_per_step": sum(e.device_time for e in kernels) / steps / 1e3,
+        "layers": zoo.config.num_layers,
+        "top": [
+            {"kernel": name[:120], "calls_per_step": len(times) / steps, "us_per_step": sum(times) / steps}
+            for name, times in top
+        ],
+    }
+    print("profile", json.dumps(result, indent=1), flush=True)
+    return result
 
 
 @torch.no_grad()
@@ -182,7 +241,8 @@ def rl_rollouts(args, device: torch.device) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    keys = ["impl", "batch", "prompt", "new_tokens", "tokens_per_s", "ms_per_step", "floor_ms", "floor_fraction"]
+    keys = ["impl", "batch", "prompt", "new_tokens", "tokens_per_s", "ms_per_step", "floor_ms", "floor_fraction",
+            "floor_all_fraction"]  # fmt: skip
     print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in rows:
         cells = [
@@ -198,16 +258,18 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for impl in ("zoo", "transformers"):
-        rows = [r for r in result["rows"] if r["impl"] == impl and "tokens_per_s" in r and r["prompt"] == 512]
+    every = result["rows"] + result.get("uncompiled", [])
+    for impl in ("zoo", "zoo_uncompiled", "transformers"):
+        rows = [r for r in every if r["impl"] == impl and "tokens_per_s" in r and r["prompt"] == 512]
         if rows:
             axes[0].plot([r["batch"] for r in rows], [r["tokens_per_s"] for r in rows], marker="o", label=impl)
-        rows = [r for r in result["rows"] if r["impl"] == impl and "ms_per_step" in r and r["batch"] == 1]
+        rows = [r for r in every if r["impl"] == impl and "ms_per_step" in r and r["batch"] == 1]
         if rows:
             axes[1].plot([r["prompt"] for r in rows], [r["ms_per_step"] for r in rows], marker="o", label=impl)
     floor = [r for r in result["rows"] if r["impl"] == "zoo" and r["batch"] == 1 and "floor_ms" in r]
     if floor:
-        axes[1].axhline(floor[0]["floor_ms"], ls="--", c="gray", label="weight-bandwidth floor")
+        axes[1].axhline(floor[0]["floor_ms"], ls="--", c="gray", label="floor: the bytes a step reads")
+        axes[1].axhline(floor[0]["floor_all_ms"], ls=":", c="gray", label="floor: every weight once")
     axes[0].set(xscale="log", yscale="log", xlabel="batch (prompt 512)", ylabel="generated tokens/s")
     axes[1].set(xscale="log", yscale="log", xlabel="prompt length (batch 1)", ylabel="ms per decode step")
     for ax in axes:
@@ -232,6 +294,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--hf-max-tokens", type=int, default=1 << 17, help="skip transformers above batch·prompt")
     parser.add_argument("--no-hf", action="store_true")
+    parser.add_argument("--ablate-compile", action="store_true", help="also the engine without torch.compile")
+    parser.add_argument("--profile", action="store_true", help="the kernels of one batch-1 decode step")
     parser.add_argument("--rl", action="store_true", help="also the rl_addition rollout phase")
     parser.add_argument("--rl-prompts", type=int, default=32)
     parser.add_argument("--rl-group", type=int, default=8)
@@ -252,15 +316,18 @@ def main(argv: list[str] | None = None) -> dict:
         import transformers
 
         result["transformers"] = transformers.__version__
-    result["weights_gb"] = sum(p.numel() * p.element_size() for p in zoo.parameters()) / 1e9
+    result["weights_gb"] = weight_bytes(zoo) / 1e9
+    if args.profile and device.type == "cuda":
+        result["profile"] = profile_step(zoo, device)
     rows = []
     for spec in args.cases:
         batch, prompt = (int(v) for v in spec.split("x"))
         rows += case(args, hf, zoo, device, batch, prompt, bandwidth)
+        result["rows"] = [r for r in rows if r["impl"] != "zoo_uncompiled"]
+        result["uncompiled"] = [r for r in rows if r["impl"] == "zoo_uncompiled"]
         if args.output:  # what is done so far survives a later failure
             args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(json.dumps({**result, "rows": rows}, indent=2))
-    result["rows"] = rows
+            args.output.write_text(json.dumps(result, indent=2))
     print_table(rows)
     if args.output:
         args.output.write_text(json.dumps(result, indent=2))
