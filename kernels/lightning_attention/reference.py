@@ -164,5 +164,6 @@ def lightning_attention_decode_reference(
     dtype = torch.float64 if state.dtype == torch.float64 else torch.float32
     lam = torch.exp(-decay.to(dtype)).view(1, -1, 1, 1)
     new_state = lam * state.to(dtype) + k.to(dtype).unsqueeze(-1) * v.to(dtype).unsqueeze(-2)
-    o = (q.to(dtype).unsqueeze(-2) @ new_state).squeeze(-2).to(q.dtype)
+    # o_j = Σ_i q_i S'_ij as a reduction: under torch.compile Inductor computes S' and o in one kernel
+    o = (q.to(dtype).unsqueeze(-1) * new_state).sum(-2).to(q.dtype)
     return (o.unsqueeze(1) if squeeze else o), new_state

@@ -171,7 +171,7 @@ def profile_step(zoo: HybridLM, device: torch.device, steps: int = 5) -> dict:
 
     generate(zoo, [[1, 2, 3]], 4)  # the batch-1 step exists (compiled, captured)
     engine = zoo.__dict__["_zoo_decode_engine"]
-    step = next(fn for key, fn in engine.steps.items() if key[0] == 1 and key[1] is None)
+    step = next(fn for key, fn in engine.steps.items() if key[0] == 1 and key[2] is None)
     engine.step.zero_()
     step()
     sync(device)

@@ -187,10 +187,12 @@ class LightningAttention(nn.Module):
         cache.state.index_copy_(0, slots, final.to(cache.state.dtype))
         return self._mix(x, o)
 
-    def decode_static(self, x: torch.Tensor, cache: StaticLightningCache, positions: torch.Tensor) -> torch.Tensor:
+    def decode_static(
+        self, x: torch.Tensor, cache: StaticLightningCache, positions: torch.Tensor, span: int | None = None
+    ) -> torch.Tensor:
         """One token for each of the first ``B = x.shape[0]`` slots: ``x`` ``[B, 1, dim]``; their states are
-        updated in place (no allocation, no host sync: CUDA-graph safe). ``positions`` are unused (the decay is
-        relative)."""
+        updated in place (no allocation, no host sync: CUDA-graph safe). ``positions`` and ``span`` are unused
+        (the decay is relative; the state does not grow)."""
         q, k, v = self._qkv(x)
         o, _ = lightning_attention_decode(
             q, k, v, self._rates(x), cache.state[: x.shape[0]], inplace=True, backend=self.backend

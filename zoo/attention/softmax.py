@@ -156,11 +156,14 @@ class SoftmaxAttention(nn.Module):
             out[rows] = self._attend(q, k, v, causal=True).reshape(len(docs) * length, -1)
         return self.o_proj(out[None])
 
-    def decode_static(self, x: torch.Tensor, cache: StaticKVCache, positions: torch.Tensor) -> torch.Tensor:
+    def decode_static(
+        self, x: torch.Tensor, cache: StaticKVCache, positions: torch.Tensor, span: int | None = None
+    ) -> torch.Tensor:
         """One token for each of the first ``B = x.shape[0]`` slots, at ``positions`` ``[B]`` (int64: the number
-        of tokens each slot holds): its key and value are written there, and it attends to positions
-        ``0..positions[b]`` of its slot. Fixed shapes, no host sync (CUDA-graph safe): the attention spans all
-        ``T_max`` positions, masked, as two batched matmuls that read each cached key and value once.
+        of tokens each slot holds, each below ``span``): its key and value are written there, and it attends to
+        positions ``0..positions[b]`` of its slot. Fixed shapes, no host sync (CUDA-graph safe): the attention
+        spans the first ``span`` positions (all ``T_max`` when None), masked, as two batched matmuls that read
+        each of those cached keys and values once.
 
         Shapes: ``x`` ``[B, 1, dim]`` → ``[B, 1, dim]``.
         """
@@ -168,7 +171,7 @@ class SoftmaxAttention(nn.Module):
         # the batch as the time axis: every row gets its own rotary position
         q, k, v = self._project(x.view(1, B, -1), positions)  # [1, B, H(kv), D]
         rows = torch.arange(B, device=x.device)
-        key, value = cache.key[:B], cache.value[:B]
+        key, value = cache.key[:B, :, :span], cache.value[:B, :, :span]
         key[rows, :, positions] = k[0].to(key.dtype)
         value[rows, :, positions] = v[0].to(value.dtype)
         groups = self.num_heads // self.num_kv_heads

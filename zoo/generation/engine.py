@@ -7,11 +7,13 @@ For a model with the static-cache methods (``new_static_cache``, ``prefill``, ``
     prefill   the N prompts packed into one stream (cu_seqlens): prompt n's lightning states and softmax keys and
               values land in slot n; no padding token enters any state; the first new token is sampled from the
               logits after each prompt's last token
-    decode    step(tokens [Bb], positions [Bb]) → logits → sample → EOS mask → the token written to column t of
+    decode    step(tokens [Bb], positions [Bb], span) → logits → sample → EOS mask → the token written to column t of
               the output buffer; Bb = the smallest bucket ≥ N (1, 2, 4, …), rows N..Bb−1 idle. On CUDA the step,
               sampling included, is compiled by ``torch.compile`` (Inductor fuses the norms, activations, the
               lightning state update, the MoE's few-token experts and the sampling into few kernels) and captured
-              as one CUDA graph per (bucket, sampling settings), on first use (gpt-fast's and SGLang's design).
+              as one CUDA graph per (bucket, span, sampling settings), on first use (gpt-fast's and SGLang's
+              design); the softmax layers attend over ``span`` cached positions, a power-of-two bucket of the
+              batch's longest prompt + budget (:func:`span_for`), not the engine's whole length.
     stop      EOS is a device mask; the host reads whether every sequence has finished every ``check_every`` steps
 
 Nothing in the decode step synchronises with the host: the caches are written in place at each row's position,
@@ -31,6 +33,20 @@ from zoo.generation.sampling import cut_at_eos, mask_finished, sample_logits
 
 #: Batch sizes a decode graph is captured for (a batch runs in the smallest bucket that holds it).
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+#: The shortest span of cached positions a softmax layer's decode step attends over (spans double from it).
+MIN_SPAN = 256
+
+
+def span_for(length: int, max_len: int) -> int:
+    """The positions a decode step of sequences of up to ``length`` tokens attends over: the smallest of
+    ``MIN_SPAN · 2^j`` that holds ``length``, capped at the engine's ``max_len``. Short sequences in a long engine
+    (a reused one, or RL's validation after long rollouts) read no more of the softmax caches than they need."""
+    span = MIN_SPAN
+    while span < length:
+        span *= 2
+    return min(span, max_len)
 
 
 def _allow_recompiles(steps: int) -> None:
@@ -105,9 +121,10 @@ class DecodeEngine:
         return n <= self.max_batch and max_len <= self.max_len
 
     # ------------------------------------------------------------------------------------------------ the step
-    def _decode_step(self, rows: int, sampling: dict[str, Any], eos: int | None) -> None:
-        """One token for the first ``rows`` slots, every result written into the engine's buffers."""
-        logits = self.model.decode(self.tokens[:rows], self.positions[:rows], self.cache)
+    def _decode_step(self, rows: int, span: int, sampling: dict[str, Any], eos: int | None) -> None:
+        """One token for the first ``rows`` slots, every result written into the engine's buffers; the softmax
+        layers attend over the first ``span`` cached positions."""
+        logits = self.model.decode(self.tokens[:rows], self.positions[:rows], self.cache, span=span)
         token, logp = sample_logits(
             logits, **sampling, seeds=self.seeds[:rows], counters=self.counters[:rows]
         )  # fmt: skip
@@ -124,7 +141,7 @@ class DecodeEngine:
         self.counters[:rows] += 1
         self.step += 1
 
-    def _step(self, key: tuple, rows: int, sampling: dict[str, Any], eos: int | None) -> Callable[[], None]:
+    def _step(self, key: tuple, rows: int, span: int, sampling: dict[str, Any], eos: int | None) -> Callable[[], None]:
         """The decode step of one key, compiled on first use when :attr:`compile` is set (after one eager step, so
         that the model's lazy buffers exist before tracing); a model that cannot be compiled falls back to eager
         with a warning."""
@@ -133,13 +150,17 @@ class DecodeEngine:
             return step
 
         def eager() -> None:
-            self._decode_step(rows, sampling, eos)
+            self._decode_step(rows, span, sampling, eos)
 
         step = eager
         if self.compile:
             eager()
             _allow_recompiles(len(self.steps) + 1)
-            compiled = torch.compile(eager, backend=self.compile_backend, fullgraph=True, dynamic=False)
+            # coordinate-descent tuning of Inductor's kernels (gpt-fast's setting): the step's reductions are
+            # latency-bound matrix-vector products whose default tiling leaves bandwidth unused
+            options = {"coordinate_descent_tuning": True} if self.compile_backend == "inductor" else None
+            compiled = torch.compile(eager, backend=self.compile_backend, fullgraph=True, dynamic=False,
+                                     options=options)  # fmt: skip
             try:
                 compiled()
                 step = compiled
@@ -150,25 +171,27 @@ class DecodeEngine:
         self.steps[key] = step
         return step
 
-    def _runner(self, rows: int, sampling: dict[str, Any], eos: int | None) -> Callable[[], None]:
+    def _runner(self, rows: int, span: int, sampling: dict[str, Any], eos: int | None) -> Callable[[], None]:
         """The decode step for ``rows`` slots: eager or compiled, or the replay of its CUDA graph (captured on
         first use)."""
-        key = (rows, eos, *sorted(sampling.items()))
+        key = (rows, span, eos, *sorted(sampling.items()))
         if not self.cuda_graphs:
-            return self._step(key, rows, sampling, eos)
+            return self._step(key, rows, span, sampling, eos)
         graph = self.graphs.get(key)
         if graph is None:
-            graph = self._capture(key, rows, sampling, eos)
+            graph = self._capture(key, rows, span, sampling, eos)
             self.graphs[key] = graph
         return graph.replay
 
-    def _capture(self, key: tuple, rows: int, sampling: dict[str, Any], eos: int | None) -> torch.cuda.CUDAGraph:
+    def _capture(
+        self, key: tuple, rows: int, span: int, sampling: dict[str, Any], eos: int | None
+    ) -> torch.cuda.CUDAGraph:
         """Warm the step up on a side stream (compiled, kernels autotuned, lazy buffers made), then capture it.
         The warm-up steps write into the buffers and caches; :meth:`run` resets what it uses afterwards."""
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
-            step = self._step(key, rows, sampling, eos)
+            step = self._step(key, rows, span, sampling, eos)
             for _ in range(2):
                 self.step.zero_()
                 step()
@@ -202,7 +225,8 @@ class DecodeEngine:
             return [[] for _ in prompts], [[] for _ in prompts]
         rows = bucket_for(n, self.max_batch)
         sampling = {"temperature": float(temperature), "top_p": float(top_p), "top_k": int(top_k)}
-        step = self._runner(rows, sampling, eos)  # captured before the state it would disturb is set
+        span = span_for(max(lengths) + max_new_tokens, self.max_len)
+        step = self._runner(rows, span, sampling, eos)  # captured before the state it would disturb is set
         self.step.zero_()
         self.finished.fill_(True)  # idle rows count as finished
         self.finished[:n] = False

@@ -255,10 +255,14 @@ class DecoderLayer(nn.Module):
         u = self.post_attention_layernorm(h)
         return self._residual(h, u, self._ffn_for_generation(u), self.mlp_alpha, self.mlp_beta)
 
-    def decode_static(self, h: torch.Tensor, cache: Any, positions: torch.Tensor) -> torch.Tensor:
-        """One token per slot, ``h`` ``[B, 1, d]`` at ``positions`` ``[B]``; fixed shapes, no host sync."""
+    def decode_static(
+        self, h: torch.Tensor, cache: Any, positions: torch.Tensor, span: int | None = None
+    ) -> torch.Tensor:
+        """One token per slot, ``h`` ``[B, 1, d]`` at ``positions`` ``[B]`` (all below ``span``); fixed shapes, no
+        host sync."""
         u = self.input_layernorm(h)
-        h = self._residual(h, u, self.self_attn.decode_static(u, cache, positions), self.attn_alpha, self.attn_beta)
+        a = self.self_attn.decode_static(u, cache, positions, span=span)
+        h = self._residual(h, u, a, self.attn_alpha, self.attn_beta)
         u = self.post_attention_layernorm(h)
         return self._residual(h, u, self._ffn_for_generation(u), self.mlp_alpha, self.mlp_beta)
 
@@ -488,13 +492,16 @@ class HybridLM(nn.Module):
         last = cu_seqlens[1:].long() - 1
         return self.forward_head(self.model.norm(h[0, last]))
 
-    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, cache: list[Any]) -> torch.Tensor:
+    def decode(
+        self, tokens: torch.Tensor, positions: torch.Tensor, cache: list[Any], *, span: int | None = None
+    ) -> torch.Tensor:
         """One token for each of the first ``B`` slots: ``tokens`` ``[B]`` at ``positions`` ``[B]`` (int64, the
-        tokens each slot already holds) → logits ``[B, vocab]``. Fixed shapes, in-place cache updates, no host
-        sync: the step a CUDA graph captures."""
+        tokens each slot already holds, all below ``span``: the cached positions softmax layers attend over, all
+        of them when None) → logits ``[B, vocab]``. Fixed shapes, in-place cache updates, no host sync: the step a
+        CUDA graph captures."""
         h = self.model.embed_tokens(tokens)[:, None]
         for layer, layer_cache in zip(self.model.layers, cache, strict=True):
-            h = layer.decode_static(h, layer_cache, positions)
+            h = layer.decode_static(h, layer_cache, positions, span=span)
         return self.forward_head(self.model.norm(h[:, 0]))
 
     generate = generate  # zoo.generation.generate as a method (model.generate(prompts, n, …)), for users who call it
