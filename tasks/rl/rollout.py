@@ -51,14 +51,15 @@ def sample_completions(
     temperature: float = 1.0,
     top_p: float = 1.0,
     engine: bool | None = None,
+    compile: bool | None = None,
 ) -> list[Completion]:
     """``repeats`` completions of each prompt, in order (prompt 0's first), from :func:`zoo.generation.generate`
     (``temperature`` 0: greedy): all prompts in one ragged batch through the decode engine (or, for a sharded
-    policy, batched by length with every rank in step). ``engine`` picks the path as :func:`generate`'s does.
+    policy, batched by length with every rank in step). ``engine`` and ``compile`` as :func:`generate`'s.
     Completion ``j`` of the batch draws from seed ``seed·1000003 + j``."""
     rows = [list(p) for p in prompts for _ in range(repeats)]
     out = generate(policy, rows, max_new_tokens, temperature=temperature, top_p=top_p, eos=eos, seed=seed,
-                   engine=engine)  # fmt: skip
+                   engine=engine, compile=compile)  # fmt: skip
     return [Completion(row, tokens, logprobs) for row, tokens, logprobs in zip(rows, out.tokens, out.logprobs)]
 
 

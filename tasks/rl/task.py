@@ -44,6 +44,8 @@ class RLTask(BaseTask):
         decode_engine: generate rollouts and validation through :mod:`zoo.generation`'s decode engine where the
             policy allows it (None: not sharded), or through the dynamic path (False: the pre-engine baseline,
             for comparisons); both draw the same tokens.
+        compile_decode: whether the engine compiles its decode step (None: on CUDA; see
+            :func:`zoo.generation.generate`'s ``compile``).
         dynamic_sampling: DAPO's filter: drop prompts whose G rewards are all equal before the update.
         overlong_buffer: DAPO's soft overlong punishment over the last ``overlong_buffer`` tokens of the budget.
         repetition_run: M1's early truncation, scaled: a completion is cut (unfinished) after this many consecutive
@@ -93,6 +95,7 @@ class RLTask(BaseTask):
         temperature: float = 1.0,
         top_p: float = 1.0,
         decode_engine: bool | None = None,
+        compile_decode: bool | None = None,
         dynamic_sampling: bool = False,
         overlong_buffer: int | None = None,
         repetition_run: int | None = None,
@@ -228,6 +231,7 @@ class RLTask(BaseTask):
         return sample_completions(
             self.policy, prompts, repeats, max_new_tokens=self.budget(), eos=self.tokenizer.eos_id, seed=seed,
             temperature=0.0 if greedy else h.temperature, top_p=h.top_p, engine=h.get("decode_engine"),
+            compile=h.get("compile_decode"),
         )  # fmt: skip
 
     def rollout(self, problems: list) -> dict[str, Any]:

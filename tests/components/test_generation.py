@@ -185,6 +185,8 @@ def test_engine_switch_chooses_the_path():
     assert dynamic.tokens == engine.tokens
     for row, engine_row in zip(dynamic.logprobs, engine.logprobs, strict=True):
         torch.testing.assert_close(torch.tensor(row), torch.tensor(engine_row), rtol=0, atol=1e-5)
+    generate(model, RAGGED, 2, compile=False)  # an engine built to another compile setting is replaced
+    assert model.__dict__["_zoo_decode_engine"].compile_requested is False
     model.supports_static_cache = lambda: False
     with pytest.raises(ValueError, match="engine=True needs a model with a static cache"):
         generate(model, RAGGED, 2, engine=True)

@@ -260,10 +260,12 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     every = result["rows"] + result.get("uncompiled", [])
     for impl in ("zoo", "zoo_uncompiled", "transformers"):
-        rows = [r for r in every if r["impl"] == impl and "tokens_per_s" in r and r["prompt"] == 512]
+        rows = sorted((r for r in every if r["impl"] == impl and "tokens_per_s" in r and r["prompt"] == 512),
+                      key=lambda r: r["batch"])  # fmt: skip
         if rows:
             axes[0].plot([r["batch"] for r in rows], [r["tokens_per_s"] for r in rows], marker="o", label=impl)
-        rows = [r for r in every if r["impl"] == impl and "ms_per_step" in r and r["batch"] == 1]
+        rows = sorted((r for r in every if r["impl"] == impl and "ms_per_step" in r and r["batch"] == 1),
+                      key=lambda r: r["prompt"])  # fmt: skip
         if rows:
             axes[1].plot([r["prompt"] for r in rows], [r["ms_per_step"] for r in rows], marker="o", label=impl)
     floor = [r for r in result["rows"] if r["impl"] == "zoo" and r["batch"] == 1 and "floor_ms" in r]

@@ -55,17 +55,23 @@ def _as_lists(prompts: Sequence[Sequence[int]] | torch.Tensor) -> list[list[int]
     return rows
 
 
-def engine_for(model: Any, n: int, max_len: int) -> DecodeEngine:
-    """The model's decode engine, reused while it holds ``n`` sequences of ``max_len`` positions (a larger one is
-    built, and the old one's caches and graphs released, when not)."""
+def engine_for(model: Any, n: int, max_len: int, compile: bool | None = None) -> DecodeEngine:
+    """The model's decode engine, reused while it holds ``n`` sequences of ``max_len`` positions and compiles as
+    asked (``compile``: as :class:`DecodeEngine`'s; None: its default). A larger one is built, and the old one's
+    caches and graphs released, when not."""
     engine = model.__dict__.get("_zoo_decode_engine")
     weight = next(model.parameters())
-    if engine is None or not engine.fits(n, max_len) or (engine.device, engine.dtype) != (weight.device, weight.dtype):
+    stale = engine is not None and (
+        not engine.fits(n, max_len)
+        or (engine.device, engine.dtype) != (weight.device, weight.dtype)
+        or (compile is not None and engine.compile_requested != compile)
+    )
+    if engine is None or stale:
         size = -(-max_len // LENGTH_QUANTUM) * LENGTH_QUANTUM
         if engine is not None:
             size, n = max(size, engine.max_len), max(n, engine.max_batch)
         model.__dict__["_zoo_decode_engine"] = None  # free the old caches before allocating new ones
-        engine = DecodeEngine(model, n, size)
+        engine = DecodeEngine(model, n, size, compile=compile)
         model.__dict__["_zoo_decode_engine"] = engine
     return engine
 
@@ -88,6 +94,7 @@ def generate(
     eos: int | None = None,
     seed: int | None = None,
     engine: bool | None = None,
+    compile: bool | None = None,
 ) -> GenerationOutput:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
@@ -101,6 +108,9 @@ def generate(
         seed: sequence i draws from seed ``seed·1000003 + i``, whatever the batch (None: random seeds).
         engine: generate through the decode engine (True: required), through the dynamic path (False), or
             through the engine where :func:`uses_engine` allows it (None). Both draw the same tokens.
+        compile: whether the engine compiles its decode step with ``torch.compile`` before capturing it (None: on
+            CUDA). Compiling costs seconds per (batch bucket, span, sampling) setting and pays for large models
+            and long generations; a tiny model's graph-captured step is already launch-bound either way.
 
     Returns:
         :class:`GenerationOutput` with ``tokens`` and ``logprobs`` per prompt.
@@ -120,7 +130,7 @@ def generate(
     model.eval()
     try:
         if uses_engine(model) if engine is None else engine:
-            decode_engine = engine_for(model, len(rows), max(map(len, rows)) + max_new_tokens)
+            decode_engine = engine_for(model, len(rows), max(map(len, rows)) + max_new_tokens, compile)
             tokens, logprobs = decode_engine.run(rows, max_new_tokens, **sampling, seeds=seeds)
         else:
             device = next(model.parameters()).device

@@ -97,6 +97,7 @@ class DecodeEngine:
         self.max_batch = bucket_for(max_batch, BUCKETS[-1]) if max_batch <= BUCKETS[-1] else max_batch
         self.max_len = max_len
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.compile_requested = compile
         self.compile = self.cuda_graphs if compile is None else compile
         self.compile_backend = compile_backend
         self.check_every = check_every
