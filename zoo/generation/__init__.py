@@ -4,8 +4,9 @@
 prompts of any lengths and returns a :class:`GenerationOutput`. Two implementations, the same tokens:
 
 - :mod:`zoo.generation.engine`: the decode engine, for models with a static cache (:class:`~zoo.models.HybridLM`)
-  that are not sharded: ragged prompts prefilled packed, a preallocated cache updated in place, the decode step a
-  CUDA graph per batch bucket on the GPU (eager on the CPU), no host synchronisation per token;
+  that are not sharded: ragged prompts prefilled packed, a preallocated cache updated in place, the decode step
+  compiled by ``torch.compile`` and replayed as a CUDA graph per batch bucket on the GPU (eager on the CPU), no host
+  synchronisation per token;
 - :mod:`zoo.generation.dynamic`: the model's own growing cache (``model.new_cache()``), prompts batched by length,
   one forward per token — for other models and for sharded ones (every rank runs the same forwards).
 
