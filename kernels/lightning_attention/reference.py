@@ -19,9 +19,9 @@ All compute in float32 (or float64 when given float64) and return ``o`` in the d
 
 from __future__ import annotations
 
-import itertools
-
 import torch
+
+from kernels.varlen import equal_length_groups
 
 BLOCK = 256
 
@@ -122,23 +122,14 @@ def lightning_attention_blockwise(
     if B != 1:
         raise ValueError(f"cu_seqlens needs a packed batch of size 1, got B={B}")
     # Sequences of equal length run as one batch (an RL batch's prompts have few distinct lengths).
-    bounds = cu_seqlens.tolist()
-    by_length: dict[int, list[int]] = {}
-    for n, (start, end) in enumerate(itertools.pairwise(bounds)):
-        by_length.setdefault(end - start, []).append(n)
     pieces, token_order, finals, doc_order = [], [], [], []
-    for length, docs in by_length.items():
-        starts = torch.tensor([bounds[n] for n in docs], device=q.device)
-        rows = (starts[:, None] + torch.arange(length, device=q.device)[None, :]).reshape(-1)
-
-        def gather(x: torch.Tensor, docs=docs, length=length, rows=rows) -> torch.Tensor:  # → [n, H, L, ·]
-            return x[0][:, rows].view(H, len(docs), length, x.shape[-1]).transpose(0, 1)
-
+    for length, docs, rows in equal_length_groups(cu_seqlens.tolist(), q.device):
+        q_n, k_n, v_n = (x[0][:, rows].view(H, len(docs), length, x.shape[-1]).transpose(0, 1) for x in (qf, kf, vf))
         if initial_state is not None:
             state = initial_state[torch.tensor(docs, device=initial_state.device)].to(dtype)
         else:
             state = qf.new_zeros(len(docs), H, D, v.shape[-1])
-        o, final = _blockwise_one(gather(qf), gather(kf), gather(vf), decay, state, block)
+        o, final = _blockwise_one(q_n, k_n, v_n, decay, state, block)  # [n, H, L, DV], [n, H, D, DV]
         pieces.append(o.transpose(0, 1).reshape(H, len(docs) * length, o.shape[-1]))
         token_order.append(rows)
         finals.append(final)

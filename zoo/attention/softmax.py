@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
+from kernels.varlen import equal_length_groups
 from zoo.attention.cache import KVCache, StaticKVCache
 from zoo.layers import RotaryEmbedding, apply_rotary
 from zoo.registries import ATTENTION
@@ -141,14 +142,8 @@ class SoftmaxAttention(nn.Module):
         attention within each document, whose keys and values land in ``cache`` at ``[slots[n], :, 0:T_n]``.
         Documents of equal length run as one batch (no padding), so a batch of few distinct lengths (an RL
         group's prompts) costs few attention calls."""
-        offsets = cu_seqlens.tolist()
-        by_length: dict[int, list[int]] = {}
-        for n, (start, end) in enumerate(itertools.pairwise(offsets)):
-            by_length.setdefault(end - start, []).append(n)
         out = x.new_empty(x.shape[1], self.num_heads * self.head_dim)
-        for length, docs in by_length.items():
-            starts = torch.tensor([offsets[n] for n in docs], device=x.device)
-            rows = (starts[:, None] + torch.arange(length, device=x.device)[None, :]).reshape(-1)
+        for length, docs, rows in equal_length_groups(cu_seqlens.tolist(), x.device):
             q, k, v = self._project(x[0, rows].view(len(docs), length, -1), torch.arange(length, device=x.device))
             where = slots[torch.tensor(docs, device=slots.device)]
             cache.key[where, :, :length] = k.transpose(1, 2).to(cache.key.dtype)
