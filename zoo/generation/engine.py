@@ -142,10 +142,16 @@ class DecodeEngine:
         self.counters[:rows] += 1
         self.step += 1
 
-    def _step(self, key: tuple, rows: int, span: int, sampling: dict[str, Any], eos: int | None) -> Callable[[], None]:
+    @staticmethod
+    def _key(rows: int, span: int, sampling: dict[str, Any], eos: int | None) -> tuple:
+        """What a compiled step and its graph are specialised to."""
+        return (rows, span, eos, *sorted(sampling.items()))
+
+    def _step(self, rows: int, span: int, sampling: dict[str, Any], eos: int | None) -> Callable[[], None]:
         """The decode step of one key, compiled on first use when :attr:`compile` is set (after one eager step, so
         that the model's lazy buffers exist before tracing); a model that cannot be compiled falls back to eager
         with a warning."""
+        key = self._key(rows, span, sampling, eos)
         step = self.steps.get(key)
         if step is not None:
             return step
@@ -175,24 +181,22 @@ class DecodeEngine:
     def _runner(self, rows: int, span: int, sampling: dict[str, Any], eos: int | None) -> Callable[[], None]:
         """The decode step for ``rows`` slots: eager or compiled, or the replay of its CUDA graph (captured on
         first use)."""
-        key = (rows, span, eos, *sorted(sampling.items()))
         if not self.cuda_graphs:
-            return self._step(key, rows, span, sampling, eos)
+            return self._step(rows, span, sampling, eos)
+        key = self._key(rows, span, sampling, eos)
         graph = self.graphs.get(key)
         if graph is None:
-            graph = self._capture(key, rows, span, sampling, eos)
+            graph = self._capture(rows, span, sampling, eos)
             self.graphs[key] = graph
         return graph.replay
 
-    def _capture(
-        self, key: tuple, rows: int, span: int, sampling: dict[str, Any], eos: int | None
-    ) -> torch.cuda.CUDAGraph:
+    def _capture(self, rows: int, span: int, sampling: dict[str, Any], eos: int | None) -> torch.cuda.CUDAGraph:
         """Warm the step up on a side stream (compiled, kernels autotuned, lazy buffers made), then capture it.
         The warm-up steps write into the buffers and caches; :meth:`run` resets what it uses afterwards."""
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
-            step = self._step(key, rows, span, sampling, eos)
+            step = self._step(rows, span, sampling, eos)
             for _ in range(2):
                 self.step.zero_()
                 step()
