@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from zoo.generation import DecodeEngine, generate, generate_dynamic  # noqa: E402
+from zoo.io import write_json  # noqa: E402
 from zoo.models import HybridLM, HybridLMConfig  # noqa: E402
 
 #: The hybrid pattern, repeated; a stack shorter than 8 layers keeps its last layers (ending in softmax).
@@ -328,11 +329,10 @@ def main(argv: list[str] | None = None) -> dict:
         result["rows"] = [r for r in rows if r["impl"] != "zoo_uncompiled"]
         result["uncompiled"] = [r for r in rows if r["impl"] == "zoo_uncompiled"]
         if args.output:  # what is done so far survives a later failure
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(json.dumps(result, indent=2))
+            write_json(args.output, result)
     print_table(rows)
     if args.output:
-        args.output.write_text(json.dumps(result, indent=2))
+        write_json(args.output, result)
     if args.plot:
         plot(result, args.plot)
     return result

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from zoo.io import write_json  # noqa: E402
+
 PATHS = {"dynamic": "false", "engine": "null"}
 
 
@@ -131,8 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"| {s['tokens_per_s']:,.0f} | {s['mean_reward']:.3f} | {accs} |")  # fmt: skip
     print(f"per step: {result['speedup']:.2f}× faster; sampling: {result['generate_speedup']:.2f}×")
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2))
+        write_json(args.output, result)
     if args.plot:
         plot(result, args.plot)
     return result
