@@ -112,6 +112,26 @@ def test_grouped_mm_matches_loop_on_cpu(experts, top_k):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(("experts", "top_k", "factor"), [(4, 2, None), (5, 1, None), (4, 2, 0.5)])
+def test_dense_impl_matches_loop_forward_and_backward(experts, top_k, factor):
+    """``impl="dense"`` (every expert on every token, routed weights scattered to ``[N, E]``): the loop's output and
+    every gradient (input, experts, router) in fp64, with and without a capacity limit."""
+    loop = make_moe(experts=experts, top_k=top_k, capacity_factor=factor, impl="loop", dtype=torch.float64)
+    dense = make_moe(experts=experts, top_k=top_k, capacity_factor=factor, impl="dense", dtype=torch.float64)
+    dense.load_state_dict(loop.state_dict())
+    x = torch.randn(3, 9, 16, dtype=torch.float64)
+    grad = torch.randn(3, 9, 16, dtype=torch.float64)
+    results = []
+    for module in (loop, dense):
+        xi = x.clone().requires_grad_()
+        y = module(xi)
+        torch.autograd.backward([y, module.loss], [grad, torch.ones((), dtype=torch.float64)])
+        results.append((y, xi.grad, *(p.grad for p in module.parameters())))
+    for a, b in zip(*results, strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert float(dense.dropped_fraction) == float(loop.dropped_fraction)
+
+
 def test_moe_gradients_match_reference_and_gradcheck():
     module = make_moe(experts=5, top_k=2)
     x = torch.randn(2, 6, 16, dtype=torch.float64, requires_grad=True)
@@ -176,7 +196,7 @@ def test_capacity_hand_built_case():
     assert torch.allclose(y, naive_moe(module, x, capacity=2), atol=1e-14)
 
 
-@pytest.mark.parametrize("impl", ["loop", "grouped_mm"])
+@pytest.mark.parametrize("impl", ["loop", "grouped_mm", "dense"])
 @pytest.mark.parametrize(("experts", "top_k", "factor"), [(4, 2, 0.5), (5, 2, 1.0), (5, 1, 1.25), (4, 3, 0.3)])
 def test_capacity_matches_reference(impl, experts, top_k, factor):
     dtype = torch.float32 if impl == "grouped_mm" else torch.float64

@@ -43,11 +43,14 @@ __all__ = [
     "router_z_loss",
 ]
 
-IMPLS = ("auto", "grouped_mm", "loop")
+IMPLS = ("auto", "dense", "grouped_mm", "loop")
 AUX_LOSS_TYPES = ("switch", "gshard", "paper")
 GROUPED_MM_ALIGN = 8
 """``grouped_mm`` needs every row stride to be a multiple of 16 bytes: ``dim`` and ``hidden_dim`` multiples of 8
 (bf16)."""
+#: ``impl="auto"`` computes every expert on every token (``"dense"``) on CUDA outside bf16 when E ≤ this × k: at
+#: most this many times the routed FLOPs, and no host sync (the loop's group sizes) in the step.
+DENSE_MAX_EXPERTS_PER_SLOT = 4
 #: Tokens up to which :meth:`MoE.inference` computes the experts with :meth:`MoEExperts.decode` (fixed shapes).
 DECODE_TOKENS = 256
 
@@ -225,17 +228,19 @@ class MoEExperts(nn.Module):
 
         The (token, slot) assignments are sorted by expert (stable, so by token within an expert); ``"loop"`` runs
         one expert at a time (one host sync for the group sizes), ``"grouped_mm"`` runs two grouped GEMMs over all
-        groups at once (no host sync). The loop scales each expert output by its weight in the weights' dtype and
-        ``index_add_`` s it into an output of ``x``'s dtype, as Hugging Face's ``MiniMaxExperts`` does; ``grouped_mm``
-        scales in the compute dtype and moves rows with gathers only (:class:`_DispatchRows`, :class:`_CombineRows`:
-        no atomics, deterministic). Autocast is
-        off inside: the matrix products run in ``compute_dtype`` (default ``x.dtype``).
+        groups at once (no host sync). ``"dense"`` sorts nothing: every expert runs on every token and the outputs
+        are summed with the combine weights scattered to ``[N, E]`` (zero for the unchosen experts), in fp32 —
+        E/k times the routed FLOPs, fixed shapes, no host sync (:meth:`all_experts`). The loop scales each expert
+        output by its weight in the weights' dtype and ``index_add_`` s it into an output of ``x``'s dtype, as
+        Hugging Face's ``MiniMaxExperts`` does; ``grouped_mm`` scales in the compute dtype and moves rows with
+        gathers only (:class:`_DispatchRows`, :class:`_CombineRows`: no atomics, deterministic). Autocast is off
+        inside: the matrix products run in ``compute_dtype`` (default ``x.dtype``).
 
         Args:
             x: ``[N, D]`` tokens.
             top_k_index: ``[N, k]`` int64 experts.
             top_k_weights: ``[N, k]`` combine weights (0 for an assignment dropped by capacity).
-            impl: ``"loop"`` or ``"grouped_mm"``.
+            impl: ``"loop"``, ``"grouped_mm"`` or ``"dense"``.
             compute_dtype: dtype of the expert matrix products.
             keep: ``[N, k]`` bool, the assignments a capacity limit serves (None: all). Here the dropped ones are
                 computed with their zero weight; an expert-parallel :attr:`dispatcher` does not send them.
@@ -248,6 +253,9 @@ class MoEExperts(nn.Module):
                 self, x, top_k_index, top_k_weights, impl=impl, compute_dtype=compute_dtype, keep=keep
             )
         cdt = compute_dtype or x.dtype
+        if impl == "dense":
+            with _autocast_off(x.device.type, _autocast_dtype(x.device.type) is not None):
+                return self.all_experts(x.to(cdt), top_k_index, top_k_weights).to(x.dtype)
         k = top_k_index.shape[-1]
         flat = top_k_index.reshape(-1)
         order = torch.argsort(flat, stable=True)
@@ -271,7 +279,7 @@ class MoEExperts(nn.Module):
                         self._combine(out, rows, h, weight[start:end])
                     start = end
             else:
-                raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: grouped_mm, loop.")
+                raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: dense, grouped_mm, loop.")
         return out
 
     def sorted_forward(self, xs: torch.Tensor, counts: torch.Tensor, impl: str, cdt: torch.dtype) -> torch.Tensor:
@@ -280,8 +288,8 @@ class MoEExperts(nn.Module):
         ``counts`` ``[E_local]`` must sum to M. Used by expert parallelism, whose rows arrive sorted."""
         if impl == "grouped_mm":
             return self._grouped(xs, counts, cdt)
-        if impl != "loop":
-            raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: grouped_mm, loop.")
+        if impl not in ("loop", "dense"):  # rows arrive sorted: "dense" has nothing to save here
+            raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: dense, grouped_mm, loop.")
         parts, start = [], 0
         for e, end in enumerate(counts.cumsum(0).tolist()):
             if end > start:
@@ -320,14 +328,23 @@ class MoEExperts(nn.Module):
             gate, up = torch.bmm(gate_up_proj[chosen].to(x.dtype), rows)[..., 0].chunk(2, dim=-1)
             h = torch.bmm(down_proj[chosen].to(x.dtype), (F.silu(gate) * up)[:, :, None])[..., 0]  # [N·k, D]
             return (h.view(n, k, -1).float() * top_k_weights[..., None].float()).sum(1).to(x.dtype)
-        # every expert on every token, through views of the weights (no copy of them): one GEMM for all experts'
-        # gate and up projections, one batched GEMM over experts for the down projections
-        e, d = gate_up_proj.shape[0], x.shape[-1]
+        return self.all_experts(x, top_k_index, top_k_weights).to(x.dtype)
+
+    def all_experts(self, x: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        """Every expert on every token, combined with the routed weights: ``y_t = Σ_e c_te · FFN_e(x_t)`` with
+        ``c = scatter(top_k_index, top_k_weights)`` ``[N, E]`` (zero where e is not among t's experts).
+
+        Through views of the weights (no copy): one GEMM for all experts' gate and up projections, one batched GEMM
+        over experts for the down projections, computed in ``x``'s dtype; the weighted sum in fp32, differentiable
+        in ``x``, the weights and ``top_k_weights``. ``x`` ``[N, D]`` → ``[N, D]`` fp32 (fp64 for fp64 ``x``).
+        """
+        gate_up_proj, down_proj = self.local_weights()
+        n, e, d = x.shape[0], gate_up_proj.shape[0], x.shape[-1]
         gate, up = F.linear(x, gate_up_proj.to(x.dtype).reshape(-1, d)).view(n, e, -1).chunk(2, dim=-1)
         h = torch.bmm((F.silu(gate) * up).transpose(0, 1), down_proj.to(x.dtype).transpose(1, 2))  # [E, N, D]
-        dense = torch.zeros(n, e, device=x.device, dtype=torch.float32)
-        dense.scatter_(1, top_k_index, top_k_weights.float())
-        return (h.float() * dense.t()[..., None]).sum(0).to(x.dtype)
+        acc = torch.promote_types(x.dtype, torch.float32)
+        combine = torch.zeros(n, e, device=x.device, dtype=acc).scatter(1, top_k_index, top_k_weights.to(acc))
+        return (h.to(acc) * combine.t()[..., None]).sum(0)
 
     @staticmethod
     def _combine(out: torch.Tensor, rows: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> None:
@@ -435,7 +452,9 @@ class MoE(nn.Module):
     other inputs to bf16 (only when asked for explicitly). On the CPU it computes in the input's dtype (fp32, bf16
     or fp16; not fp64). It needs ``dim`` and ``hidden_dim`` to be multiples of 8. ``"auto"`` picks
     ``"grouped_mm"`` on CUDA when the computation is bf16 (bf16 inputs or bf16 autocast) and the widths are
-    aligned, else ``"loop"``.
+    aligned; else, on CUDA with few experts (E ≤ 4k, :data:`DENSE_MAX_EXPERTS_PER_SLOT`) and no expert parallelism,
+    ``"dense"`` (every expert on every token, weighted by the routed weights: E/k times the FLOPs, no host sync —
+    the launch-bound small models of RL, where the loop's sync per layer stalls the step); else ``"loop"``.
 
     Args:
         dim: model width D.
@@ -448,7 +467,7 @@ class MoE(nn.Module):
         z_loss_coef: weight of ``z_loss`` in ``loss``.
         jitter_noise: in training, the router input is multiplied by U(1 − ε, 1 + ε) noise (the experts see the
             clean input).
-        impl: ``"auto"``, ``"grouped_mm"`` or ``"loop"``.
+        impl: ``"auto"``, ``"dense"``, ``"grouped_mm"`` or ``"loop"``.
 
     Shapes: ``x`` ``[..., D]`` → ``[..., D]`` in ``x``'s dtype (also under autocast).
     """
@@ -529,8 +548,11 @@ class MoE(nn.Module):
         cdt = autocast or x.dtype
         on_cuda = x.device.type == "cuda"
         if self.impl == "auto":
-            fast = on_cuda and cdt == torch.bfloat16 and self._aligned and grouped_mm_available()
-            return ("grouped_mm" if fast else "loop"), cdt
+            if on_cuda and cdt == torch.bfloat16 and self._aligned and grouped_mm_available():
+                return "grouped_mm", cdt
+            few = self.num_experts <= DENSE_MAX_EXPERTS_PER_SLOT * self.top_k
+            dense = on_cuda and few and self.experts.dispatcher is None
+            return ("dense" if dense else "loop"), cdt
         if self.impl == "grouped_mm":
             if on_cuda:
                 return "grouped_mm", (cdt if cdt in (torch.bfloat16, torch.float16) else torch.bfloat16)
