@@ -445,19 +445,38 @@ class Segments:
             longest = max((end - start for start, end in bounds), default=0)
             pieces = _pieces_per_sequence(device, max(1, len(bounds) * heads))
             seg_len = max(block, math.ceil(math.ceil(max(longest, 1) / pieces) / block) * block)
-        table, seqs = [], []
-        for n, (start, end) in enumerate(bounds):
-            first = len(table)
-            cuts = list(range(start, end, seg_len)) or [start]
-            for i, a in enumerate(cuts):
-                e = min(a + seg_len, end)
-                table.append((n, a, e, (1 if i == 0 else 0) | (2 if i == len(cuts) - 1 else 0)))
-            seqs.append((first, len(table) - first))
-        self.table = torch.tensor(table, dtype=torch.int32, device=device)
-        self.seqs = torch.tensor(seqs, dtype=torch.int32, device=device)
-        self.num_segments = len(table)
         self.num_seqs = len(bounds)
+        length = bounds[0][1] - bounds[0][0] if bounds else 0
+        if bounds and all(b == (n * length, (n + 1) * length) for n, b in enumerate(bounds)):
+            self.table, self.seqs = self._equal_lengths(self.num_seqs, length, seg_len, device)
+        else:
+            table, seqs = [], []
+            for n, (start, end) in enumerate(bounds):
+                first = len(table)
+                cuts = list(range(start, end, seg_len)) or [start]
+                for i, a in enumerate(cuts):
+                    e = min(a + seg_len, end)
+                    table.append((n, a, e, (1 if i == 0 else 0) | (2 if i == len(cuts) - 1 else 0)))
+                seqs.append((first, len(table) - first))
+            self.table = torch.tensor(table, dtype=torch.int32, device=device)
+            self.seqs = torch.tensor(seqs, dtype=torch.int32, device=device)
+        self.num_segments = self.table.shape[0]
         self.split = self.num_segments > self.num_seqs
+
+    @staticmethod
+    def _equal_lengths(n: int, length: int, seg_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tables of ``n`` sequences of ``length`` tokens each (a ``[B, T]`` batch), made on the device: no
+        host-to-device copy, so a CUDA graph can capture them. The same rows as the general loop."""
+        pieces = max(1, math.ceil(length / seg_len))
+        row = torch.arange(n * pieces, device=device)
+        seq, piece = row // pieces, row % pieces
+        start = seq * length + piece * seg_len
+        end = torch.minimum(start + seg_len, (seq + 1) * length)
+        flags = (piece == 0).long() | ((piece == pieces - 1).long() << 1)
+        table = torch.stack([seq, start, end, flags], dim=1).to(torch.int32)
+        first = torch.arange(n, device=device) * pieces
+        seqs = torch.stack([first, torch.full_like(first, pieces)], dim=1).to(torch.int32)
+        return table, seqs
 
 
 def _block_size(kind: str) -> int:

@@ -257,3 +257,32 @@ def test_state_after_last_token_continues_the_recurrence():
     step = torch.exp(-decay).view(1, 2, 1, 1) * state + k[:, 299].unsqueeze(-1) * v[:, 299].unsqueeze(-2)
     _, final = lightning_attention_quadratic(q, k, v, decay)
     assert rel(step, final) < 1e-12
+
+
+def _segment_rows(bounds, seg_len):
+    """The segment table the kernels expect, one Python row at a time."""
+    table, seqs = [], []
+    for n, (start, end) in enumerate(bounds):
+        cuts = list(range(start, end, seg_len)) or [start]
+        seqs.append((len(table), len(cuts)))
+        for i, a in enumerate(cuts):
+            table.append((n, a, min(a + seg_len, end), (i == 0) | ((i == len(cuts) - 1) << 1)))
+    return table, seqs
+
+
+@pytest.mark.parametrize(("n", "length", "seg_len"), [(3, 37, 16), (1, 16, 16), (2, 1, 16), (4, 5, 32), (2, 64, 16)])
+def test_equal_length_segments_are_built_on_the_device_with_the_same_rows(n, length, seg_len):
+    """A ``[B, T]`` batch's segment tables are made by tensor arithmetic (capturable in a CUDA graph): the same
+    rows as the general per-sequence loop, which ragged bounds still take."""
+    from kernels.lightning_attention.triton import Segments
+
+    bounds = [(i * length, (i + 1) * length) for i in range(n)]
+    table, seqs = _segment_rows(bounds, seg_len)
+    segments = Segments(bounds, heads=2, device=torch.device("cpu"), block=16, seg_len=seg_len)
+    assert segments.table.dtype == torch.int32 and segments.table.tolist() == [list(r) for r in table]
+    assert segments.seqs.tolist() == [list(r) for r in seqs]
+    assert segments.num_segments == len(table) and segments.split == (len(table) > n)
+    ragged = [(0, 3), (3, 40), (40, 41)]
+    table, seqs = _segment_rows(ragged, seg_len)
+    segments = Segments(ragged, heads=2, device=torch.device("cpu"), block=16, seg_len=seg_len)
+    assert segments.table.tolist() == [list(r) for r in table] and segments.seqs.tolist() == [list(r) for r in seqs]
