@@ -34,9 +34,12 @@ def encode_problem(tokenizer: Tokenizer, problem: Any, answer: str | None = None
     return ids
 
 
-def pad(rows: Sequence[Sequence[int]], value: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Right-pad id lists to one ``[len(rows), max length]`` int64 tensor."""
-    width = max(len(r) for r in rows)
+def pad(
+    rows: Sequence[Sequence[int]], value: int, device: torch.device | str | None = None, multiple: int = 1
+) -> torch.Tensor:
+    """Right-pad id lists to one ``[len(rows), W]`` int64 tensor, ``W`` the longest row rounded up to a multiple of
+    ``multiple``."""
+    width = -(-max(len(r) for r in rows) // multiple) * multiple
     return torch.tensor([[*r, *([value] * (width - len(r)))] for r in rows], device=device)
 
 

@@ -16,11 +16,15 @@ from tasks.rl.rollout import Completion, encode_problem, pad, repetition_cut, sa
 from tasks.rl.scoring import EVAL_KEYS, mean_scores, overlong_penalty, score_completion
 from tasks.rl.warm_start import WARM_START_OPTIM, load_policy_weights, warm_start
 from zoo.config import check_kwargs
+from zoo.cuda_graphs import GraphedStep
 from zoo.errors import ConfigError
 from zoo.models import build_causal_lm
 from zoo.optim import OptimSettings, resolve_optim, settings_param_groups
-from zoo.parallel.clip import clip_grad_norm_
+from zoo.parallel.fsdp import is_sharded
 from zoo.registries import ADVANTAGE, OBJECTIVE, TASK
+
+GRAPH_PAD = 8
+"""On CUDA, rollout batches are padded to a multiple of this many tokens: one update graph per bucket."""
 
 
 @TASK.register("rl")
@@ -58,12 +62,18 @@ class RLTask(BaseTask):
         value_lr_scale: learning-rate multiplier of the value head (PPO).
         grad_clip: gradient-norm clip per optimizer step (manual optimization: ``trainer.gradient_clip_val`` does
             not apply).
+        graph_update: replay each minibatch's loss, backward and clip as a CUDA graph
+            (:class:`zoo.cuda_graphs.GraphedStep`; the optimizer step stays eager). None: on where it applies —
+            CUDA, one process, fp32 or bf16 precision, an unsharded policy; False: the eager loop (the baseline of
+            comparisons). On CUDA rollout batches are padded to a multiple of :data:`GRAPH_PAD` tokens (masked
+            out of the objective), so that few shapes need a graph.
         optim: the RL updates' optimizer settings over :attr:`optim_defaults` (AdamW 3e-4, no weight decay,
             constant), see :class:`~zoo.optim.OptimSettings` (M1: ``optimizer_kwargs: {betas: [0.9, 0.95]}``).
 
     Logged per step: ``rollout/reward``, ``rollout/acc``, ``rollout/length``, ``rollout/zero_std_groups``,
     ``rollout/kept``, ``rollout/tokens_per_s`` (generated tokens over the sampling's wall time), ``time/generate_s``,
     ``time/rollout_s`` (sampling, scoring and the old log-probs), ``time/update_s`` (the μ optimizer steps),
+    ``time/graphed`` (the fraction of them replayed from CUDA graphs),
     ``train/loss``, ``train/clip_frac``, ``train/approx_kl``, ``train/entropy`` (and the
     objective's own metrics); per validation: ``val/acc`` (greedy exact match on the environment's held-out set),
     ``val/reward``, ``val/format``, ``val/length``, ``val/acc_best``.
@@ -105,6 +115,7 @@ class RLTask(BaseTask):
         warm_start_optim: OptimSettings | None = None,
         value_lr_scale: float = 10.0,
         grad_clip: float | None = 1.0,
+        graph_update: bool | None = None,
         optim: OptimSettings | None = None,
     ) -> None:
         super().__init__(optim=optim)
@@ -138,6 +149,7 @@ class RLTask(BaseTask):
         self.register_buffer("warm_started", torch.tensor(False))
         self.register_buffer("rollouts_done", torch.tensor(0, dtype=torch.long))  # in the checkpoint: resumes count on
         self.best_val_acc = 0.0
+        self._graphed_step: GraphedStep | None = None
         # held-out means weighted by problems, reduced over every process (each evaluates its share)
         self.eval_means = nn.ModuleDict(
             {f"{stage}_{key}": MeanMetric() for stage in ("val", "test") for key in EVAL_KEYS}
@@ -272,8 +284,9 @@ class RLTask(BaseTask):
         if h.dynamic_sampling:
             keep = (group_std != 0)[group_ids]
         stats["rollout/kept"] = keep.float().mean()
-        ids = pad(rows, self.tokenizer.eos_id, self.device)
-        mask = pad([[*m, 0] for m in masks], 0, self.device)[:, : ids.shape[1] - 1].float()
+        multiple = GRAPH_PAD if self.device.type == "cuda" else 1  # few shapes: few update graphs
+        ids = pad(rows, self.tokenizer.eos_id, self.device, multiple=multiple)
+        mask = pad([[*m, 0] for m in masks], 0, self.device, multiple=multiple)[:, : ids.shape[1] - 1].float()
         batch = {"input_ids": ids, "mask": mask, "rewards": rewards_t, "group_ids": group_ids, "keep": keep}
         with torch.no_grad():
             self.policy.eval()
@@ -311,6 +324,8 @@ class RLTask(BaseTask):
         start = time.perf_counter()
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
+        step = self._update_step()
+        replays, steps = step.graphed, 0
         generator = torch.Generator().manual_seed(1_000_003 * self._seed() + self.global_step + 1)
         self.policy.train()
         logged: dict[str, list[torch.Tensor]] = {}
@@ -319,21 +334,45 @@ class RLTask(BaseTask):
             for chunk in order.chunk(h.minibatches):
                 if chunk.numel() == 0:
                     continue
-                loss, metrics = self._update_loss({k: v[chunk] for k, v in batch.items() if v is not None})
-                optimizer.zero_grad(set_to_none=True)
-                self.manual_backward(loss)
-                if h.grad_clip:
-                    metrics["grad_norm"] = clip_grad_norm_(self.parameters_for_training(), h.grad_clip)
+                loss, metrics = step({k: v[chunk] for k, v in batch.items() if v is not None})
+                steps += 1
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
-                metrics["loss"] = loss.detach()
-                for key, value in metrics.items():
-                    logged.setdefault(key, []).append(torch.as_tensor(value, dtype=torch.float32).detach().cpu())
-        self.log_dict(
-            {f"train/{k}": torch.stack(v).mean() for k, v in logged.items()}, batch_size=len(problems)
-        )  # fmt: skip
+                metrics["loss"] = loss
+                for key, value in metrics.items():  # kept on the device: one host sync after the loop
+                    logged.setdefault(key, []).append(torch.as_tensor(value, dtype=torch.float32).detach())
+        means = torch.stack([torch.stack(v).mean() for v in logged.values()]).cpu()
+        self.log_dict(dict(zip([f"train/{k}" for k in logged], means)), batch_size=len(problems))
         self.log("time/update_s", time.perf_counter() - start, batch_size=len(problems))  # metrics read: synced
+        self.log("time/graphed", (step.graphed - replays) / steps, batch_size=len(problems))
+
+    def _use_graphs(self) -> bool:
+        """Whether the updates replay CUDA graphs (``rl.graph_update``; None: where the graphed step equals
+        Lightning's eager one — CUDA, one process, fp32/bf16 precision, an unsharded policy)."""
+        if self.hparams.graph_update is not None:
+            return bool(self.hparams.graph_update)
+        precision = str(self.trainer.precision)
+        return (
+            self.device.type == "cuda"
+            and self.trainer.world_size == 1
+            and (precision.startswith("32") or precision.startswith("bf16"))
+            and not is_sharded(self.policy)
+        )
+
+    def _update_step(self) -> GraphedStep:
+        """The minibatch step: the loss, its backward and the clip (:class:`~zoo.cuda_graphs.GraphedStep`, built
+        once; eager through ``manual_backward`` where graphs are off)."""
+        if self._graphed_step is None:
+            self._graphed_step = GraphedStep(
+                self._update_loss,
+                self.parameters_for_training(),
+                max_norm=self.hparams.grad_clip,
+                backward=self.manual_backward,
+                enabled=self._use_graphs(),
+                modules=[self.policy],
+            )
+        return self._graphed_step
 
     def _update_loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logp, values, entropy = token_logprobs(self.policy, mb["input_ids"], self.value_head, with_entropy=True)

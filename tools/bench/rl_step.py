@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""The whole RL step of ``experiment=rl_addition`` with rollouts through the decode engine and through the dynamic
-path that rollouts used before it: seconds per step, rollout tokens/s and the reward curves, same seeds.
+"""The whole RL step of ``experiment=rl_addition`` on the fast path (rollouts through the decode engine, updates
+replayed as CUDA graphs) and on the path before it (dynamic rollouts, eager updates): seconds per step, rollout
+tokens/s and the reward curves, same seeds.
 
     python tools/bench/rl_step.py --rollouts 30 --seeds 0 1 2 --output docs/bench/rl_step_h200.json \\
         --plot docs/bench/rl_step_h200.png
     python tools/bench/rl_step.py --rollouts 3 --seeds 0 --overrides rl.warm_start_steps=20 trainer.accelerator=cpu
 
-Each (path, seed) is one ``tools/train.py experiment=rl_addition rl.decode_engine=<false|null> seed=<seed>`` run
-(``trainer.log_every_n_steps=1``, no test), read back from its ``csv/metrics.csv``:
+Each (path, seed) is one ``tools/train.py experiment=rl_addition rl.decode_engine=<false|null>
+rl.graph_update=<false|null> seed=<seed>`` run (``trainer.log_every_n_steps=1``, no test), read back from its
+``csv/metrics.csv``:
 
 - ``step_s``: ``time/rollout_s + time/update_s`` of a rollout step (sampling, scoring and the old log-probs; the μ
   optimizer steps), the median over the steps after the first ``--skip`` (the engine compiles and captures its
-  decode step in the first one);
+  decode step in the first one, the updates capture a graph per minibatch shape when it recurs);
 - ``generate_s`` and ``tokens_per_s``: the sampling alone (``time/generate_s``, ``rollout/tokens_per_s``);
 - ``reward`` and ``val_acc``: the rollout reward per step and the greedy held-out accuracy per validation, whose
   curves the two paths should share (both draw from the same hash of (seed, step); only rounding differs).
@@ -33,13 +35,16 @@ sys.path.insert(0, str(ROOT))
 
 from zoo.io import write_json  # noqa: E402
 
-PATHS = {"dynamic": "false", "engine": "null"}
+PATHS = {
+    "dynamic": ["rl.decode_engine=false", "rl.graph_update=false"],  # before: dynamic rollouts, eager updates
+    "engine": ["rl.decode_engine=null", "rl.graph_update=null"],  # after: the decode engine, graph-replayed updates
+}
 
 
 def run(path: str, seed: int, rollouts: int, overrides: list[str], directory: Path) -> dict:
     """One training run; its per-step metrics."""
     command = [
-        sys.executable, str(ROOT / "tools" / "train.py"), "experiment=rl_addition", f"rl.decode_engine={PATHS[path]}",
+        sys.executable, str(ROOT / "tools" / "train.py"), "experiment=rl_addition", *PATHS[path],
         f"seed={seed}", f"rl.rollouts={rollouts}", "trainer.log_every_n_steps=1", "test=false",
         f"hydra.run.dir={directory}", *overrides,
     ]  # fmt: skip
