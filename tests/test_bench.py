@@ -46,3 +46,22 @@ def test_cpu_sharing_bench_smoke(tmp_path):
     assert [(r["policy"], r["runs_at_once"], len(r["fit_s"])) for r in rows] == [("adaptive", 1, 1), ("fixed", 2, 2)]
     assert rows[0]["vs_reference"] == 1.0 and all(s > 0 for r in rows for s in r["fit_s"])
     assert "vs adaptive ×1" in result.stdout
+
+
+def test_rl_step_bench_smoke(tmp_path):
+    """Both RL paths (dynamic rollouts + eager updates; engine + graphed updates) run two rollouts each; the JSON
+    holds each run's per-step times and the table the speedup."""
+    out = tmp_path / "rl_step.json"
+    result = run_tool(
+        str(ROOT / "tools/bench/rl_step.py"),
+        "--rollouts", "2", "--seeds", "0", "--skip", "0", "--output", str(out), "--workdir", str(tmp_path / "runs"),
+        "--overrides", "rl.warm_start_steps=5", "trainer.accelerator=cpu", "data.prompts_per_step=4",
+        "rl.group_size=4", "data.env_kwargs.eval_size=16", "data.steps_per_epoch=2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads(out.read_text())
+    assert set(saved["runs"]) == {"dynamic", "engine"} and saved["speedup"] > 0
+    for runs in saved["runs"].values():
+        assert len(runs[0]["rollout_s"]) == len(runs[0]["update_s"]) == len(runs[0]["reward"]) == 2
+    assert "per step:" in result.stdout
