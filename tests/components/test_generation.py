@@ -54,6 +54,28 @@ def test_engine_greedy_equals_the_uncached_forward_on_ragged_prompts(overrides):
         torch.testing.assert_close(torch.tensor(logprobs), torch.tensor(expected_logprobs), rtol=0, atol=2e-5)
 
 
+@pytest.mark.parametrize("engine", [True, False], ids=["engine", "dynamic"])
+def test_inputs_embeds_replace_the_prompt_embeddings(engine):
+    """``inputs_embeds`` (a VLM's image features in place of placeholders) feed the prefill: the tokens' own
+    embeddings give the plain generation; changed embeddings in one prompt change that prompt's continuation only;
+    a wrong shape is refused."""
+    model = model_of()
+    embed = model.model.embed_tokens
+    with torch.no_grad():
+        own = [embed(torch.tensor(p)) for p in RAGGED]
+    plain = generate(model, RAGGED, 5, engine=engine)
+    same = generate(model, RAGGED, 5, engine=engine, inputs_embeds=own)
+    assert same.tokens == plain.tokens
+    torch.testing.assert_close(torch.tensor(same.logprobs[1]), torch.tensor(plain.logprobs[1]), rtol=0, atol=1e-5)
+    changed = [e.clone() for e in own]
+    changed[1] = changed[1] + 3.0 * torch.randn(changed[1].shape, generator=torch.Generator().manual_seed(0))
+    other = generate(model, RAGGED, 5, engine=engine, inputs_embeds=changed)
+    assert other.logprobs[1] != plain.logprobs[1]
+    assert [other.tokens[i] for i in (0, 2, 3)] == [plain.tokens[i] for i in (0, 2, 3)]
+    with pytest.raises(ValueError, match="one \\[len\\(prompt\\), hidden\\] tensor per prompt"):
+        generate(model, RAGGED, 5, engine=engine, inputs_embeds=own[:2])
+
+
 def test_engine_and_dynamic_path_sample_the_same_tokens():
     """The same per-sequence seeds give the same draws on both paths (temperature, top-k and top-p together)."""
     model = model_of()

@@ -56,6 +56,17 @@ def _as_lists(prompts: Sequence[Sequence[int]] | torch.Tensor) -> list[list[int]
     return rows
 
 
+def _check_embeds(inputs_embeds: Sequence[torch.Tensor] | None, rows: list[list[int]]) -> list[torch.Tensor] | None:
+    if inputs_embeds is None:
+        return None
+    embeds = list(inputs_embeds)
+    if len(embeds) != len(rows) or any(e.ndim != 2 or e.shape[0] != len(r) for e, r in zip(embeds, rows)):
+        shapes = [tuple(e.shape) for e in embeds]
+        raise ValueError(f"inputs_embeds must be one [len(prompt), hidden] tensor per prompt; got {shapes} for "
+                         f"prompts of lengths {[len(r) for r in rows]}")  # fmt: skip
+    return embeds
+
+
 def engine_for(model: Any, n: int, max_len: int, compile: bool | None = None) -> DecodeEngine:
     """The model's decode engine, reused while it holds ``n`` sequences of ``max_len`` positions and compiles as
     asked (``compile``: as :class:`DecodeEngine`'s; None: its default). A larger one is built, and the old one's
@@ -96,6 +107,7 @@ def generate(
     seed: int | None = None,
     engine: bool | None = None,
     compile: bool | None = None,
+    inputs_embeds: Sequence[torch.Tensor] | None = None,
 ) -> GenerationOutput:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
@@ -112,6 +124,9 @@ def generate(
         compile: whether the engine compiles its decode step with ``torch.compile`` before capturing it (None: on
             CUDA). Compiling costs seconds per (batch bucket, span, sampling) setting and pays for large models
             and long generations; a tiny model's graph-captured step is already launch-bound either way.
+        inputs_embeds: per prompt ``[len(prompt), hidden_size]``, the input embeddings its prefill reads instead of
+            its tokens' (a vision-language model's image features in place of its ``<image>`` placeholders; the
+            model's ``prefill`` / ``forward`` must take ``inputs_embeds``); the new tokens are embedded as usual.
 
     Returns:
         :class:`GenerationOutput` with ``tokens`` and ``logprobs`` per prompt.
@@ -125,8 +140,9 @@ def generate(
     if engine and not uses_engine(model):
         raise ValueError(f"engine=True needs a model with a static cache that is not sharded; "
                          f"{type(model).__name__} has none or is sharded: use engine=None or False")  # fmt: skip
+    embeds = _check_embeds(inputs_embeds, rows)
     seeds = _seeds(seed, len(rows))
-    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "eos": eos}
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "eos": eos, "inputs_embeds": embeds}
     was_training = model.training
     model.eval()
     try:

@@ -29,6 +29,7 @@ def generate_dynamic(
     eos: int | None,
     seeds: torch.Tensor,
     device: torch.device,
+    inputs_embeds: Sequence[torch.Tensor] | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """New tokens and their log-probabilities for each prompt (see :func:`zoo.generation.generate`)."""
     tokens: list[Any] = [None] * len(prompts)
@@ -42,9 +43,12 @@ def generate_dynamic(
         blank = not members  # only another rank has prompts of this length
         rows = [[eos or 0] * length] if blank else [list(prompts[i]) for i in members]
         group_seeds = seeds[:1] if blank else seeds[torch.tensor(members, device=seeds.device)]
+        embeds = None
+        if inputs_embeds is not None:
+            embeds = torch.stack([inputs_embeds[i] for i in members]).to(device) if members else None
         out, lp = _generate_batch(
             model, torch.tensor(rows, device=device), max_new_tokens, temperature=temperature, top_p=top_p,
-            top_k=top_k, eos=eos, seeds=group_seeds, sharded=sharded,
+            top_k=top_k, eos=eos, seeds=group_seeds, sharded=sharded, inputs_embeds=embeds,
         )  # fmt: skip
         for row, i in enumerate(members):
             tokens[i], logprobs[i] = cut_at_eos(out[row], lp[row], eos)
@@ -62,12 +66,17 @@ def _generate_batch(
     eos: int | None,
     seeds: torch.Tensor,
     sharded: bool,
+    inputs_embeds: torch.Tensor | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
-    """Equal-length prompts ``[B, T0]``: prefill once, then one cached forward of ``[B, 1]`` per token."""
+    """Equal-length prompts ``[B, T0]`` (their embeddings ``[B, T0, d]`` in place of the tokens' if given):
+    prefill once, then one cached forward of ``[B, 1]`` per token."""
     B = input_ids.shape[0]
     steps_tokens, steps_logp = [], []
     cache = model.new_cache()
-    logits = model(input_ids, cache=cache)[:, -1]
+    if inputs_embeds is None:
+        logits = model(input_ids, cache=cache)[:, -1]
+    else:
+        logits = model(input_ids, cache=cache, inputs_embeds=inputs_embeds.to(next(model.parameters()).dtype))[:, -1]
     finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     counters = torch.zeros(B, dtype=torch.int64, device=input_ids.device)
     for i in range(max_new_tokens):

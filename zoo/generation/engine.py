@@ -219,8 +219,11 @@ class DecodeEngine:
         top_k: int,
         eos: int | None,
         seeds: torch.Tensor,
+        inputs_embeds: Sequence[torch.Tensor] | None = None,
     ) -> tuple[list[list[int]], list[list[float]]]:
-        """New tokens (ending at ``eos`` if produced) and their log-probabilities for each prompt."""
+        """New tokens (ending at ``eos`` if produced) and their log-probabilities for each prompt; with
+        ``inputs_embeds`` (one ``[len(prompt), d]`` per prompt) the prefill reads those instead of the prompts'
+        token embeddings."""
         n = len(prompts)
         lengths = [len(p) for p in prompts]
         if not self.fits(n, max(lengths) + max_new_tokens):
@@ -242,7 +245,11 @@ class DecodeEngine:
         ids = torch.tensor([t for p in prompts for t in p], device=self.device)
         offsets = torch.tensor([0, *lengths], device=self.device).cumsum(0).to(torch.int32)
         slots = torch.arange(n, device=self.device)
-        logits = self.model.prefill(ids, offsets, self.cache, slots)
+        if inputs_embeds is None:
+            logits = self.model.prefill(ids, offsets, self.cache, slots)
+        else:
+            embeds = torch.cat(list(inputs_embeds)).to(self.device, self.dtype)
+            logits = self.model.prefill(ids, offsets, self.cache, slots, inputs_embeds=embeds)
         token, logp = sample_logits(logits, **sampling, seeds=self.seeds[:n], counters=self.counters[:n])
         self._record(n, token, logp, eos)
         self.positions[:n] = torch.tensor(lengths, device=self.device)
