@@ -13,8 +13,13 @@ registry                      contract
 ``ATTENTION``                 token mixers: ``cls(dim, num_heads, *, layer_idx, num_layers, **kw)``
 ``FFN``                       ``cls(dim, hidden_dim, *, device=None, dtype=None, **kw)``; ``[..., dim] → [..., dim]``;
                               sparse blocks leave ``.loss`` (aux terms to add) and statistics, see :mod:`zoo.ffn`
-``MODEL``                     ``cls(config, *, device=None, dtype=None)``: whole networks (language models), see
-                              :mod:`zoo.models`
+``MODEL``                     ``cls(config, *, device=None, dtype=None)``: whole networks (language models, see
+                              :mod:`zoo.models`; the vision-language model ``vlm``, see :mod:`zoo.vision_language`)
+``VISION_TOWER``              image encoders: ``cls(*, image_size, **kw)``; pixels ``[N, 3, S, S] → [N, P, C]`` patch
+                              features (no prefix tokens, no pooling); attributes ``num_patches`` (P),
+                              ``hidden_size`` (C), ``image_size``; ``blocks()``, see :mod:`zoo.vision_language`
+``PROJECTOR``                 vision → language adapters: ``cls(in_dim, out_dim)``; ``[..., C] → [..., d]``, see
+                              :mod:`zoo.vision_language`
 ``OBJECTIVE``                 RL policy losses: ``cls(**hparams)(logprobs, old_logprobs, advantages, mask, **extra)
                               → (loss, metrics)``, see :mod:`zoo.objectives`
 ``ADVANTAGE``                 RL advantage estimators (``group_norm``, ``gae``), see :mod:`zoo.objectives`
@@ -35,7 +40,9 @@ BACKBONE: Registry = Registry("backbone", locations=["zoo.backbones"])
 DETECTOR: Registry = Registry("detector", locations=["zoo.detectors"])
 ATTENTION: Registry = Registry("attention", locations=["zoo.attention"])
 FFN: Registry = Registry("ffn", locations=["zoo.ffn"])
-MODEL: Registry = Registry("model", locations=["zoo.models"])
+MODEL: Registry = Registry("model", locations=["zoo.models", "zoo.vision_language"])
+VISION_TOWER: Registry = Registry("vision_tower", locations=["zoo.vision_language"])
+PROJECTOR: Registry = Registry("projector", locations=["zoo.vision_language"])
 OBJECTIVE: Registry = Registry("objective", locations=["zoo.objectives"])
 ADVANTAGE: Registry = Registry("advantage", locations=["zoo.objectives"])
 ENVIRONMENT: Registry = Registry("environment", locations=["tasks.envs"])
@@ -44,5 +51,8 @@ SCHEDULER: Registry = Registry("scheduler", locations=["zoo.optim"])
 TASK: Registry = Registry("task", locations=["tasks"])
 DATA: Registry = Registry("data", locations=["tasks.data"])
 
-_KINDS = (CHANNEL_ATTENTION, BACKBONE, DETECTOR, ATTENTION, FFN, MODEL, OBJECTIVE, ADVANTAGE, ENVIRONMENT)
+_KINDS = (
+    CHANNEL_ATTENTION, BACKBONE, DETECTOR, ATTENTION, FFN, MODEL, VISION_TOWER, PROJECTOR, OBJECTIVE, ADVANTAGE,
+    ENVIRONMENT,
+)  # fmt: skip
 ALL: dict[str, Registry] = {r.kind: r for r in (*_KINDS, OPTIMIZER, SCHEDULER, TASK, DATA)}

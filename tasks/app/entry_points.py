@@ -141,9 +141,13 @@ def count_params(argv: list[str] | None = None) -> dict[str, Any]:
     if as_json:
         print(json.dumps(counts))
     else:
-        for key in ("total", "active", "embedding", "lm_head"):
-            print(f"{key:>10}: {counts[key]:>17,}  ({counts[key] / 1e9:.3f}B)")
+        parts = [k for k in ("vision_tower", "projector", "language_model") if k in counts]  # vision-language
+        width = 14 if parts else 10
+        for key in ("total", "active", "embedding", "lm_head", *parts):
+            print(f"{key:>{width}}: {counts[key]:>17,}  ({counts[key] / 1e9:.3f}B)")
         print("active = per-token parameters without the embedding and LM head (top-k of E experts)")
+        if parts:
+            print("active, embedding and lm_head are the language model's; projector includes image_newline")
         if world_size is not None:
             r = counts["per_rank"]
             print(

@@ -5,6 +5,9 @@ name            model
 =============== ==================================================================================================
 ``hybrid_lm``   MiniMax-Text-01's architecture: lightning/softmax hybrid attention, dense or MoE FFNs, post-norm
                 with residual factors, untied LM head, cached generation (:class:`HybridLM`)
+``vlm``         MiniMax-VL-01's "ViT–MLP–LLM": a ``VISION_TOWER``, a ``PROJECTOR`` and any causal LM of this
+                protocol, image features spliced in at ``<image>`` placeholders
+                (:class:`zoo.vision_language.VisionLanguageModel`, registered by :mod:`zoo.vision_language`)
 =============== ==================================================================================================
 
 Construction: ``cls(config: dict | dataclass, *, device=None, dtype=None)``.
@@ -34,6 +37,10 @@ class CausalLM(Protocol):
     Shapes: ``input_ids`` ``[B, T]`` int64; ``cu_seqlens`` int32 ``[N+1]`` offsets over the flattened ``B·T`` tokens
     (the batch is then one packed stream of N documents and no token attends across a boundary); hidden states
     ``[B, T, hidden_size]``; logits ``[B, T, vocab_size]``.
+
+    Optional: :meth:`forward` and :meth:`hidden_states` may take ``inputs_embeds`` ``[B, T, hidden_size]``, which
+    replaces the token-embedding lookup (``input_ids`` still gives ``B, T``); :class:`HybridLM` does, and the
+    vision-language model (:mod:`zoo.vision_language`) needs it of its language model.
     """
 
     vocab_size: int

@@ -297,10 +297,11 @@ class HybridLM(nn.Module):
     Args:
         config: a :class:`HybridLMConfig` or its dict.
 
-    ``forward(input_ids [B, T], cu_seqlens=None, cache=None) → logits [B, T, vocab]``. With ``cu_seqlens`` (int32
-    ``[N+1]`` offsets over the flattened ``B·T`` tokens) the batch is one packed stream of N documents and no token
-    attends across a boundary, in either attention type. After each forward, :meth:`moe_loss` is the sum of the MoE
-    layers' weighted auxiliary losses and :meth:`moe_stats` their per-expert loads.
+    ``forward(input_ids [B, T], cu_seqlens=None, cache=None, inputs_embeds=None) → logits [B, T, vocab]``. With
+    ``cu_seqlens`` (int32 ``[N+1]`` offsets over the flattened ``B·T`` tokens) the batch is one packed stream of N
+    documents and no token attends across a boundary, in either attention type. ``inputs_embeds`` ``[B, T, d]``
+    replaces the embedding lookup. After each forward, :meth:`moe_loss` is the sum of the MoE layers' weighted
+    auxiliary losses and :meth:`moe_stats` their per-expert loads.
     """
 
     def __init__(self, config: HybridLMConfig | dict[str, Any], *, device=None, dtype=None) -> None:
@@ -407,10 +408,21 @@ class HybridLM(nn.Module):
         *,
         cu_seqlens: torch.Tensor | None = None,
         cache: GenerationCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The final-norm hidden states ``[B, T, d]``."""
+        """The final-norm hidden states ``[B, T, d]``. With ``inputs_embeds`` ``[B, T, d]`` (e.g. text embeddings
+        with image features spliced in, :mod:`zoo.vision_language`) the embedding lookup is skipped; ``input_ids``
+        still gives ``B, T``."""
         B, T = input_ids.shape
-        h = self.model.embed_tokens(input_ids)
+        if inputs_embeds is None:
+            h = self.model.embed_tokens(input_ids)
+        elif inputs_embeds.shape != (B, T, self.config.hidden_size):
+            raise ValueError(
+                f"inputs_embeds has shape {tuple(inputs_embeds.shape)}; input_ids {tuple(input_ids.shape)} needs "
+                f"{(B, T, self.config.hidden_size)}"
+            )
+        else:
+            h = inputs_embeds
         if cu_seqlens is not None:
             if cache is not None:
                 raise ValueError("packed sequences (cu_seqlens) cannot be combined with a generation cache")
@@ -430,11 +442,14 @@ class HybridLM(nn.Module):
         *,
         cu_seqlens: torch.Tensor | None = None,
         cache: GenerationCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` (fp32 when ``lm_head_fp32``) for ``input_ids`` ``[B, T]``; with a ``cache`` the
         tokens continue the cached ones (prefill through the chunked kernel, single tokens through the decode step).
+        ``inputs_embeds`` ``[B, T, d]`` replaces the embedding lookup (:meth:`hidden_states`).
         """
-        return self.forward_head(self.hidden_states(input_ids, cu_seqlens=cu_seqlens, cache=cache))
+        hidden = self.hidden_states(input_ids, cu_seqlens=cu_seqlens, cache=cache, inputs_embeds=inputs_embeds)
+        return self.forward_head(hidden)
 
     def moe_layers(self) -> list[nn.Module]:
         return [layer.mlp for layer in self.model.layers if layer.ffn_type == "moe"]
@@ -482,11 +497,20 @@ class HybridLM(nn.Module):
             for layer in self.model.layers
         ]
 
-    def prefill(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, cache: list[Any], slots: torch.Tensor):
+    def prefill(
+        self,
+        input_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        cache: list[Any],
+        slots: torch.Tensor,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+    ):
         """Prompts of any lengths packed into ``input_ids`` ``[ΣT]`` (int32 offsets ``cu_seqlens`` ``[N+1]``): each
         one's attention state lands in its slot ``slots[n]`` of ``cache``; no padding token enters any state.
+        ``inputs_embeds`` ``[ΣT, d]``: the embeddings to read instead of the tokens' (e.g. image features).
         Returns the logits after each prompt's last token, ``[N, vocab]``."""
-        h = self.model.embed_tokens(input_ids)[None]
+        h = (self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds)[None]
         for layer, layer_cache in zip(self.model.layers, cache, strict=True):
             h = layer.prefill_static(h, cu_seqlens, layer_cache, slots)
         last = cu_seqlens[1:].long() - 1

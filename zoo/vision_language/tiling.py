@@ -24,7 +24,7 @@ from PIL import Image
 
 from zoo.errors import ConfigError
 
-__all__ = ["Tiling", "ImageTooLargeError", "best_grid", "candidate_grids", "image_token_count"]
+__all__ = ["ImageTooLargeError", "Tiling", "best_grid", "candidate_grids", "image_token_count"]
 
 
 class ImageTooLargeError(ValueError):
