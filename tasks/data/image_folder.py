@@ -97,7 +97,7 @@ class ImageFolderDataModule(ImageClassificationData):
         if train and self.augment:
             ops += [T.RandomResizedCrop(size, scale=self.scale, antialias=True), T.RandomHorizontalFlip()]
         else:
-            ops += [T.Resize(int(round(size / self.crop_pct)), antialias=True), T.CenterCrop(size)]
+            ops += [T.Resize(round(size / self.crop_pct), antialias=True), T.CenterCrop(size)]
         return T.Compose([*ops, T.ToTensor(), T.Normalize(self.mean, self.std)])
 
     def setup(self, stage: str | None = None) -> None:

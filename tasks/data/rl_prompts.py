@@ -224,5 +224,9 @@ class RLPromptData(L.LightningDataModule):
     def _eval_loader(self) -> DataLoader:
         world, rank = self._world()
         problems = self.env.eval_set()
-        chunks = Chunks(problems, self.eval_batch_size) if world == 1 else Chunks.balanced(problems, self.eval_batch_size, world)
+        chunks = (
+            Chunks(problems, self.eval_batch_size)
+            if world == 1
+            else Chunks.balanced(problems, self.eval_batch_size, world)
+        )
         return DataLoader(chunks, batch_size=None, sampler=ShardSampler(len(chunks), world, rank), collate_fn=identity)

@@ -60,7 +60,9 @@ class TensorImageDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: CropFlip | None = None, seed: int = 0):
         if images.ndim != 4 or images.shape[0] != labels.shape[0]:
-            raise ValueError(f"images [N, C, H, W] and labels [N] expected, got {tuple(images.shape)}, {tuple(labels.shape)}")
+            raise ValueError(
+                f"images [N, C, H, W] and labels [N] expected, got {tuple(images.shape)}, {tuple(labels.shape)}"
+            )
         self.images = images
         self.labels = labels.long()
         self.augment = augment
