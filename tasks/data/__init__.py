@@ -31,6 +31,16 @@ name               data
 ``austen``         Jane Austen's novels from the Debian package ``r-cran-janeaustenr`` (read without R)
 ``rl_prompts``     RL prompts: lists of an ``ENVIRONMENT``'s problems, see :mod:`tasks.envs`
 ================== ==============================================================================================
+
+Vision-language (``input_ids`` / ``labels`` with image placeholders, tiled ``pixel_values``, see
+:mod:`tasks.data.vlm`):
+
+================== ==============================================================================================
+name               data
+================== ==============================================================================================
+``llava_json``     any LLaVA-format JSON + image folder
+``copy_paste_vqa`` generated: captions and questions about copy-paste scenes (:mod:`tasks.data.vlm.copy_paste_vqa`)
+================== ==============================================================================================
 """
 
 from tasks.data.austen import AustenDataModule
@@ -42,6 +52,7 @@ from tasks.data.image_folder import ImageFolderDataModule
 from tasks.data.rl_prompts import RLPromptData
 from tasks.data.text import TextDataModule
 from tasks.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer, tokenizer_from_json
+from tasks.data.vlm import CopyPasteVQADataModule, LlavaDataModule
 
 __all__ = [
     "AustenDataModule",
@@ -51,10 +62,12 @@ __all__ = [
     "CIFAR100DataModule",
     "COCODataModule",
     "CopyPasteCOCODataModule",
+    "CopyPasteVQADataModule",
     "FashionMNISTDataModule",
     "ImageClassificationData",
     "ImageFolderDataModule",
     "InMemoryImageData",
+    "LlavaDataModule",
     "RLPromptData",
     "TextDataModule",
     "Tokenizer",

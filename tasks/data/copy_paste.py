@@ -289,6 +289,18 @@ def make_background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ composition
+def paste(canvas: np.ndarray, sprite: Sprite, x: int, y: int) -> np.ndarray:
+    """Blend ``sprite`` into the float ``[S, S, 3]`` ``canvas`` in place with its top-left corner at ``(x, y)``
+    (it must fit); returns its mask on the canvas, bool ``[S, S]``."""
+    h, w = sprite.mask.shape
+    region = canvas[y : y + h, x : x + w]
+    alpha = np.where(sprite.mask, 1.0, sprite.alpha)[..., None]  # hard inside the mask, soft edges outside
+    region[:] = region * (1 - alpha) + sprite.rgb.astype(np.float32) * alpha
+    mask = np.zeros(canvas.shape[:2], dtype=bool)
+    mask[y : y + h, x : x + w] = sprite.mask
+    return mask
+
+
 def compose(bank: ObjectBank, rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """One image: ``(rgb uint8 [size, size, 3], [(category_id, visible mask bool [size, size]), ...])``."""
     canvas = make_background(rng, size).astype(np.float32)
@@ -300,11 +312,7 @@ def compose(bank: ObjectBank, rng: np.random.Generator, size: int) -> tuple[np.n
             sprite = Sprite(sprite.rgb[:, ::-1], sprite.alpha[:, ::-1], sprite.mask[:, ::-1])
         h, w = sprite.mask.shape
         y, x = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
-        region = canvas[y : y + h, x : x + w]
-        alpha = np.where(sprite.mask, 1.0, sprite.alpha)[..., None]  # hard inside the mask, soft edges outside
-        region[:] = region * (1 - alpha) + sprite.rgb.astype(np.float32) * alpha
-        mask = np.zeros((size, size), dtype=bool)
-        mask[y : y + h, x : x + w] = sprite.mask
+        mask = paste(canvas, sprite, x, y)
         if not mask.any():
             continue
         for obj in objects:

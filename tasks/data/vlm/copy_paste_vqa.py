@@ -1,0 +1,282 @@
+"""A generated visual-question-answering set in LLaVA format, from the copy-paste scenes of
+:mod:`tasks.data.copy_paste`.
+
+Each image is a :func:`~tasks.data.copy_paste.compose` scene (1–6 garments / emoji pasted onto a photo, occluded
+objects dropped as that module annotates them); with probability :data:`DETAIL_PROBABILITY` one extra **small
+object** is pasted where it touches no visible object. Every visible object (the small one included) is named by
+:data:`NAMES` (one lowercase word per category). Per image the set holds one caption record
+(``"<image>\\nDescribe the image."`` → ``"a trouser, an animal, a bag"``, the objects by the left edge of their
+boxes) and one record per question (``type`` one of :data:`QUESTION_TYPES`):
+
+=========== =================================== ==============================================================
+type        question                            answer
+=========== =================================== ==============================================================
+count       How many objects are there?         the number of visible objects, ``"1"`` … ``"7"``
+presence    Is there a {name}?                  ``"yes"`` on odd image indices, ``"no"`` on even (exactly 50/50)
+leftmost    Which object is leftmost?           the name of the object of the smallest box ``x``; not asked
+                                                when the two leftmost boxes start within :func:`gap` pixels
+quadrant    What is in the {top-left} quarter?  the name of the object whose box centre lies in that quarter,
+                                                or ``"nothing"``; asked only of a quarter holding at most one
+                                                centre and none within :func:`gap` pixels of its midlines
+detail      What is the small object?           the small object's name (only images that have one)
+=========== =================================== ==============================================================
+
+**Why ``detail`` needs the tiles.** The small object's longer side is ``max(DETAIL_MIN, DETAIL_SCALE · size)``
+pixels: 6 px of a 64-px image (the default). The thumbnail always has ``tile_size`` pixels per side, so the object
+spans ``6 · 32 / 64 = 3`` px in the default 32-px thumbnail, whatever the image size — a blob of colour — while the
+2 × 2 grid of 32-px tiles holds the image at its full 64 px, where the object keeps its 6 px (2×); with larger
+images and more tiles (``image_size=96``, ``max_tiles=9``: 3 × 3 tiles) it spans 9 px against the thumbnail's 3.
+A fixed-resolution model (``dynamic=False``) sees only the thumbnail.
+
+Splits: ``train`` pastes objects of the copy-paste ``train`` bank (the Fashion-MNIST training file, four of five
+emoji of each group); ``val`` and ``test`` the held-out ``val`` bank (the Fashion-MNIST test file, every fifth
+emoji). Image ``i`` of split ``k`` is drawn from ``np.random.default_rng([seed, 100 + k, i])`` and its questions
+from ``[seed, 100 + k, i, 1]``: deterministic by seed (byte-identical files for equal settings), disjoint across
+splits. Output::
+
+    out/train/000001.png ...   out/val/...   out/test/...
+    out/<split>_captions.json  out/<split>_vqa.json    (LLaVA records, image paths relative to out)
+    out/<split>_objects.json   (the annotations the answers come from: per image its objects' category, name,
+                                box [x, y, w, h], area and whether it is the small one)
+
+``<split>_vqa.json`` is written last (atomically): its presence means the split is complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from tasks.data import copy_paste
+from tasks.data.copy_paste import CATEGORIES, ObjectBank, compose, mask_bbox, paste
+from zoo.errors import ConfigError
+from zoo.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+VERSION = 1  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
+SPLITS = ("train", "val", "test")
+BANK = {"train": "train", "val": "val", "test": "val"}  # the copy-paste object bank each split pastes from
+QUESTION_TYPES = ("count", "presence", "leftmost", "quadrant", "detail")
+CAPTION_TYPE = "caption"
+CAPTION_PROMPT = "Describe the image."
+QUESTIONS = {
+    "count": "How many objects are there?",
+    "presence": "Is there {article} {name}?",
+    "leftmost": "Which object is leftmost?",
+    "quadrant": "What is in the {quarter} quarter?",
+    "detail": "What is the small object?",
+}
+QUARTERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+NOTHING = "nothing"
+_SHORT = {
+    "T-shirt/top": "top", "Trouser": "trouser", "Pullover": "pullover", "Dress": "dress", "Coat": "coat",
+    "Sandal": "sandal", "Shirt": "shirt", "Sneaker": "sneaker", "Bag": "bag", "Ankle boot": "boot",
+    "Smileys & Emotion": "face", "Animals & Nature": "animal", "Food & Drink": "food", "Travel & Places": "place",
+    "Activities": "sport", "Objects": "gadget",
+}  # fmt: skip
+NAMES: dict[int, str] = {c["id"]: _SHORT[c["name"]] for c in CATEGORIES}  # category id → one lowercase word
+DETAIL_SCALE = 0.09  # the small object's longer side, as a fraction of the image side
+DETAIL_MIN = 5  # … and at least this many pixels
+DETAIL_PROBABILITY = 0.5  # share of the images with a small object
+DETAIL_TRIES = 30  # random positions tried for the small object before the image goes without one
+
+
+def article(name: str) -> str:
+    """``"an"`` before a vowel, else ``"a"``."""
+    return "an" if name[0] in "aeiou" else "a"
+
+
+def gap(size: int) -> int:
+    """Pixels under which two box edges (or a centre and a quarter border) count as a near-tie: 5 % of the side,
+    at least 2."""
+    return max(2, round(0.05 * size))
+
+
+# ------------------------------------------------------------------------------------------------ scene
+def add_small_object(
+    canvas: np.ndarray, masks: list[np.ndarray], bank: ObjectBank, rng: np.random.Generator
+) -> tuple[int, np.ndarray] | None:
+    """Paste one small object into the float ``[S, S, 3]`` ``canvas`` where it keeps a 1-px gap to every visible
+    ``masks`` (bool ``[S, S]``); ``(category, mask bool [S, S])``, or None when no place was found."""
+    size = canvas.shape[0]
+    side = max(DETAIL_MIN, round(DETAIL_SCALE * size))
+    category, sprite = bank.sample(rng, side)
+    h, w = sprite.mask.shape
+    if sprite.mask.sum() < 0.2 * side * side:
+        return None
+    taken = np.zeros((size, size), dtype=bool)
+    for mask in masks:
+        taken |= mask
+    for _ in range(DETAIL_TRIES):
+        y, x = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
+        if not taken[max(0, y - 1) : y + h + 1, max(0, x - 1) : x + w + 1].any():
+            return category, paste(canvas, sprite, x, y)
+    return None
+
+
+def make_scene(bank: ObjectBank, rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """``(rgb uint8 [size, size, 3], objects)``: a composed scene and its visible objects, each ``{"category_id",
+    "name", "bbox": [x, y, w, h], "area", "small"}``."""
+    rgb, visible = compose(bank, rng, size)
+    small = None
+    if rng.random() < DETAIL_PROBABILITY:
+        canvas = rgb.astype(np.float32)
+        small = add_small_object(canvas, [m for _, m in visible], bank, rng)
+        if small is not None:
+            rgb = canvas.round().clip(0, 255).astype(np.uint8)
+    entries = [(c, m, False) for c, m in visible] + ([(*small, True)] if small is not None else [])
+    objects = [
+        {"category_id": c, "name": NAMES[c], "bbox": mask_bbox(m), "area": int(m.sum()), "small": s}
+        for c, m, s in entries
+    ]
+    return rgb, objects
+
+
+# ------------------------------------------------------------------------------------------------ questions
+def caption(objects: list[dict[str, Any]]) -> str:
+    """The objects left to right (box ``x``, then ``y``): ``"a trouser, an animal, a bag"``."""
+    ordered = sorted(objects, key=lambda o: (o["bbox"][0], o["bbox"][1], o["name"]))
+    return ", ".join(f"{article(o['name'])} {o['name']}" for o in ordered)
+
+
+def _centre(obj: dict[str, Any]) -> tuple[float, float]:
+    x, y, w, h = obj["bbox"]
+    return x + w / 2, y + h / 2
+
+
+def quarter_answers(objects: list[dict[str, Any]], size: int) -> dict[str, str]:
+    """``{quarter: answer}`` for every quarter that may be asked about: at most one box centre in it, and no centre
+    within :func:`gap` pixels of the midlines that bound it."""
+    half, margin = size / 2, gap(size)
+    inside: dict[int, list[str]] = {q: [] for q in range(len(QUARTERS))}
+    unclear: set[int] = set()
+    for obj in objects:
+        cx, cy = _centre(obj)
+        cols = [c for c, ok in ((0, cx < half + margin), (1, cx >= half - margin)) if ok]
+        rows = [r for r, ok in ((0, cy < half + margin), (1, cy >= half - margin)) if ok]
+        for q in (2 * r + c for r in rows for c in cols):
+            (unclear.add(q) if len(cols) * len(rows) > 1 else inside[q].append(obj["name"]))
+    return {
+        quarter: (inside[q][0] if inside[q] else NOTHING)
+        for q, quarter in enumerate(QUARTERS)
+        if q not in unclear and len(inside[q]) <= 1
+    }
+
+
+def questions(
+    objects: list[dict[str, Any]], size: int, index: int, names: list[str], rng: np.random.Generator
+) -> list[tuple[str, str, str]]:
+    """``[(type, question, answer), ...]`` about one image (``index`` 1-based; ``names`` those the split's bank can
+    paste, from which absent ones are drawn)."""
+    out = [("count", QUESTIONS["count"], str(len(objects)))]
+    present = sorted({o["name"] for o in objects})
+    absent = [n for n in names if n not in present]
+    pool, answer = (present, "yes") if index % 2 == 1 or not absent else (absent, "no")
+    name = pool[int(rng.integers(len(pool)))]
+    out.append(("presence", QUESTIONS["presence"].format(article=article(name), name=name), answer))
+    xs = sorted(objects, key=lambda o: o["bbox"][0])
+    if len(xs) == 1 or xs[1]["bbox"][0] - xs[0]["bbox"][0] >= gap(size):
+        out.append(("leftmost", QUESTIONS["leftmost"], xs[0]["name"]))
+    quarters = quarter_answers(objects, size)
+    filled = [q for q, a in quarters.items() if a != NOTHING]
+    empty = [q for q, a in quarters.items() if a == NOTHING]
+    if filled or empty:
+        choices = filled if filled and (not empty or rng.random() < 0.5) else empty
+        quarter = choices[int(rng.integers(len(choices)))]
+        out.append(("quadrant", QUESTIONS["quadrant"].format(quarter=quarter), quarters[quarter]))
+    small = [o for o in objects if o["small"]]
+    if small:
+        out.append(("detail", QUESTIONS["detail"], small[0]["name"]))
+    return out
+
+
+def _record(split: str, index: int, kind: str, question: str, answer: str) -> dict[str, Any]:
+    return {
+        "id": f"{split}-{index:06d}-{kind}",
+        "image": f"{split}/{index:06d}.png",
+        "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+        "type": kind,
+    }
+
+
+def _write_json(path: Path, items: list[Any]) -> None:
+    """A JSON list, one item per line (sorted keys: byte-identical for equal content), atomically."""
+    with atomic_write(path, "w") as handle:
+        handle.write("[\n" + ",\n".join(json.dumps(item, sort_keys=True) for item in items) + "\n]\n")
+
+
+# ------------------------------------------------------------------------------------------------ files
+def split_paths(out: str | os.PathLike, split: str) -> dict[str, Path]:
+    """``{"captions", "vqa", "objects"}`` → the split's JSON files under ``out``."""
+    out = Path(out).expanduser()
+    return {kind: out / f"{split}_{kind}.json" for kind in ("captions", "vqa", "objects")}
+
+
+def generate_split(out: str | os.PathLike, split: str, count: int, *, size: int = 64, seed: int = 0) -> dict[str, Path]:
+    """Write ``count`` images of ``split`` and their records under ``out``; returns :func:`split_paths`."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"the {split} image count must be an integer >= 1, got {count!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 32:
+        raise ConfigError(f"image_size must be an integer >= 32, got {size!r}")
+    out = Path(out).expanduser()
+    bank = ObjectBank(BANK[split])
+    names = sorted({NAMES[c] for c in bank.category_ids})
+    code = 100 + SPLITS.index(split)
+    images, captions, vqa = [], [], []
+    for index in range(1, count + 1):
+        rgb, objects = make_scene(bank, np.random.default_rng([seed, code, index]), size)
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, format="PNG")  # lossless: the small object keeps its pixels
+        file = f"{split}/{index:06d}.png"
+        with atomic_write(out / file) as handle:
+            handle.write(buffer.getvalue())
+        images.append({"file": file, "objects": objects})
+        captions.append(_record(split, index, CAPTION_TYPE, CAPTION_PROMPT, caption(objects)))
+        rng = np.random.default_rng([seed, code, index, 1])
+        vqa += [_record(split, index, *q) for q in questions(objects, size, index, names, rng)]
+    paths = split_paths(out, split)
+    info = {"split": split, "bank": BANK[split], "seed": seed, "image_size": size, "version": VERSION}
+    with atomic_write(paths["objects"], "w") as handle:
+        handle.write(json.dumps({"info": info, "images": images}, sort_keys=True) + "\n")
+    _write_json(paths["captions"], captions)
+    _write_json(paths["vqa"], vqa)
+    log.info("wrote %d %s images, %d captions and %d questions to %s", count, split, count, len(vqa), out)
+    return paths
+
+
+def generate(
+    out: str | os.PathLike, train: int = 2000, val: int = 200, test: int = 200, *, size: int = 64, seed: int = 0
+) -> dict[str, dict[str, Path]]:
+    """Every split (test, val, then train); returns ``{split: split_paths}``."""
+    counts = {"test": test, "val": val, "train": train}
+    return {split: generate_split(out, split, n, size=size, seed=seed) for split, n in counts.items()}
+
+
+def settings(train: int, val: int, test: int, size: int, seed: int) -> dict[str, Any]:
+    """What determines the generated files (hashed into the cache folder's name)."""
+    import importlib.util
+
+    return {
+        "version": [VERSION, copy_paste.VERSION],
+        "counts": [train, val, test],
+        "size": size,
+        "seed": seed,
+        "emoji": copy_paste.emoji_available(),
+        "garments": copy_paste.garments_available(),
+        "photos": importlib.util.find_spec("skimage") is not None,  # else procedural backgrounds
+    }
+
+
+def is_complete(out: str | os.PathLike, split: str) -> bool:
+    """Whether ``split`` has been generated under ``out`` (its ``_vqa.json``, written last, exists)."""
+    return split_paths(out, split)["vqa"].is_file()
