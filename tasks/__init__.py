@@ -11,6 +11,8 @@ name          task
 ``lm``        causal language modelling with the hybrid MoE LM on packed documents (:class:`LMTask`)
 ``detection`` object detection / instance segmentation with torchvision's detectors (:class:`DetectionTask`)
 ``rl``        RL with verifiable rewards: rollouts, advantages, PPO / GRPO / DAPO / CISPO updates (:class:`RLTask`)
+``vlm``       vision-language: MiniMax-VL-01's ViT–MLP–LLM on LLaVA-format conversations, align / instruct
+              stages, exact-match VQA scoring (:class:`VLMTask`)
 ============= =========================================================================================
 """
 
@@ -19,5 +21,6 @@ from tasks.detection import DetectionTask
 from tasks.lm import LMTask
 from tasks.rl import RLTask
 from tasks.vision import VisionTask
+from tasks.vlm import VLMTask
 
-__all__ = ["BaseTask", "DetectionTask", "LMTask", "RLTask", "VisionTask"]
+__all__ = ["BaseTask", "DetectionTask", "LMTask", "RLTask", "VLMTask", "VisionTask"]
