@@ -188,18 +188,23 @@ def sharded_bytes(model: Any, world_size: int) -> dict[str, float]:
 
 
 def generate(argv: list[str] | None = None) -> list[str]:
-    """``python tools/generate.py CKPT [--prompt …]``: sample continuations (:func:`zoo.generation.generate`)."""
+    """``python tools/generate.py CKPT [--prompt …] [--image PATH …]``: sample continuations
+    (:func:`zoo.generation.generate`); with a ``task=vlm`` checkpoint, answer ``--prompt`` about the ``--image`` s
+    (their tiles' features in the prefill)."""
     import time
 
     import torch
 
-    from tasks.data.tokenizer import tokenizer_from_checkpoint
+    from tasks.data.tokenizer import ByteTokenizer, tokenizer_from_checkpoint
     from tasks.lm import LMTask
     from zoo.generation import generate as generate_tokens
 
-    parser = argparse.ArgumentParser(prog="zoo-generate", description="Sample from a task=lm checkpoint.")
-    parser.add_argument("checkpoint", help="a .ckpt file written by tools/train.py task=lm")
-    parser.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    parser = argparse.ArgumentParser(prog="zoo-generate", description="Sample from a task=lm or task=vlm checkpoint.")
+    parser.add_argument("checkpoint", help="a .ckpt file written by tools/train.py task=lm or task=vlm")
+    parser.add_argument("--prompt", default="", help="text to continue (default: start of a document); with "
+                        "--image: the user's question")  # fmt: skip
+    parser.add_argument("--image", action="append", default=[], help="an image for a task=vlm checkpoint (may be "
+                        "repeated; each becomes one <image> before the prompt)")  # fmt: skip
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=0.95)
@@ -212,21 +217,32 @@ def generate(argv: list[str] | None = None) -> list[str]:
         if not Path(args.checkpoint).is_file():
             raise ConfigError(f"checkpoint {args.checkpoint} does not exist")
         checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-        tokenizer = tokenizer_from_checkpoint(checkpoint)
-    task = LMTask.load_from_checkpoint(args.checkpoint, map_location=args.device)
-    model = task.model.eval()
-    ids = tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eos_id]
+        vision = checkpoint.get("zoo_task_class") == "VLMTask"
+        if args.image and not vision:
+            raise ConfigError(f"--image needs a task=vlm checkpoint; {args.checkpoint} is not one")
+        tokenizer = ByteTokenizer() if vision else tokenizer_from_checkpoint(checkpoint)
+    if vision:
+        from tasks.vlm import VLMTask
+
+        model = VLMTask.load_from_checkpoint(args.checkpoint, map_location=args.device).model.eval()
+        with exit_on_config_error():
+            ids, embeds = _vision_prompt(model, args.prompt, args.image, tokenizer)
+        embeds = [embeds] * args.num_samples
+    else:
+        model = LMTask.load_from_checkpoint(args.checkpoint, map_location=args.device).model.eval()
+        ids = tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eos_id]
+        embeds = None
     start = time.perf_counter()
     out = generate_tokens(
         model, [ids] * args.num_samples, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-        top_k=args.top_k, eos=tokenizer.eos_id, seed=args.seed,
+        top_k=args.top_k, eos=tokenizer.eos_id, seed=args.seed, inputs_embeds=embeds,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     texts = []
     for new in out.tokens:
         if tokenizer.eos_id in new:
             new = new[: new.index(tokenizer.eos_id)]
-        texts.append(args.prompt + tokenizer.decode(new))
+        texts.append(("" if vision else args.prompt) + tokenizer.decode(new))
     for i, text in enumerate(texts):
         print(f"--- sample {i} ---\n{text}")
     generated = sum(len(new) for new in out.tokens)
@@ -235,6 +251,35 @@ def generate(argv: list[str] | None = None) -> list[str]:
         file=sys.stderr,
     )
     return texts
+
+
+def _vision_prompt(model: Any, prompt: str, images: list[str], tokenizer: Any) -> tuple[list[int], Any]:
+    """The prompt ids of a one-turn conversation about ``images`` (``USER: <image>…\n{prompt}\nASSISTANT: ``, as
+    :mod:`tasks.data.vlm` renders it) and their embeddings ``[L, d]`` with the images' features spliced in."""
+    import torch
+    from PIL import Image
+
+    from tasks.data.vlm import IMAGE_TAG, encode_prompt
+    from zoo.vision_language.tiling import image_token_count
+
+    tiles, grids = [], []
+    for path in images:
+        if not Path(path).is_file():
+            raise ConfigError(f"--image {path} does not exist")
+        with Image.open(path) as image:
+            t, grid = model.tiling(image)
+        tiles.append(t)
+        grids.append(grid)
+    record = {"id": "prompt", "conversations": [{"from": "human", "value": IMAGE_TAG * len(images) + "\n" + prompt},
+                                                {"from": "gpt", "value": ""}]}  # fmt: skip
+    counts = [image_token_count(grid, model.patches_per_tile) for grid in grids]
+    ids, _ = encode_prompt(record, counts, tokenizer, model.image_token_id)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        pixels = torch.cat(tiles).to(device) if tiles else None
+        grid_tensor = torch.tensor(grids, dtype=torch.int64, device=device) if grids else None
+        embeds = model.embed(torch.tensor([ids], device=device), pixels, grid_tensor)[0]
+    return ids, embeds
 
 
 def consolidate(argv: list[str] | None = None) -> dict[str, str]:

@@ -35,6 +35,16 @@ def test_a_run_writes_accuracy_per_question_type(vlm_cfg, tmp_path):
             continue  # one generation batch of 16 questions need not hold every type
         assert 0.0 <= saved[key] <= 1.0, key
     assert "test/acc" in saved and metrics["val/loss"] == metrics["val/loss"]  # finite
+    # tools/generate.py answers about an image from the run's checkpoint (tiles → features → the engine's prefill)
+    from tasks.app.entry_points import generate
+
+    image = str(sorted((tmp_path / "vqa").rglob("*.png"))[0])
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    args = [ckpt, "--image", image, "--prompt", "How many objects are there?", "--temperature", "0"]
+    texts = generate([*args, "--max-new-tokens", "4", "--num-samples", "2"])
+    assert len(texts) == 2 and texts[0] == texts[1] and len(texts[0]) <= 4
+    with pytest.raises(SystemExit):
+        generate([ckpt, "--image", str(tmp_path / "missing.png"), "--prompt", "?"])
 
 
 def test_stages_choose_what_learns(vlm_cfg):
