@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
 
@@ -176,9 +177,16 @@ class VLMTask(BaseTask):
         pixels, grids = batch.get("pixel_values"), batch.get("image_grids")
         was_training = self.model.training
         self.model.eval()
-        embeds = self.model.embed(ids, None if pixels is None else pixels.to(self.device),
-                                  None if grids is None else grids.to(self.device))[0]  # fmt: skip
-        self.model.train(was_training)
+        sharded = isinstance(self.model, FSDPModule)
+        if sharded:  # embed is not the root's forward: gather the root's own parameters (projector, newline) for it
+            self.model.unshard()
+        try:
+            embeds = self.model.embed(ids, None if pixels is None else pixels.to(self.device),
+                                      None if grids is None else grids.to(self.device))[0]  # fmt: skip
+        finally:
+            if sharded:
+                self.model.reshard()
+            self.model.train(was_training)
         parts = list(embeds.split([len(p) for p in prompts]))
         out = generate(self.model, prompts, self.hparams.max_new_tokens, eos=self.eos_id, inputs_embeds=parts)
         tokenizer = ByteTokenizer()
@@ -189,11 +197,19 @@ class VLMTask(BaseTask):
         datamodule = self.trainer.datamodule
         loader = datamodule.generation_dataloader(split) if hasattr(datamodule, "generation_dataloader") else []
         limit = self.hparams.eval_batches
+        batches = [batch for index, batch in enumerate(loader) if limit is None or index < limit]
+        # every process runs as many generations as the busiest (a sharded model's forwards are collectives);
+        # the extra ones repeat the last batch and are not scored
+        rounds = int(self.all_gather(torch.tensor(len(batches), device=self.device)).max())
+        if rounds and not batches:
+            raise ConfigError(f"the {split} split has fewer generation batches than processes: give it more prompts")
         captions = 0
-        for index, batch in enumerate(loader):
-            if limit is not None and index >= limit:
-                break
-            for answer, truth, kind in zip(self.answer(batch), batch["answers"], batch["types"], strict=True):
+        for index in range(rounds):
+            answers = self.answer(batches[min(index, len(batches) - 1)])
+            if index >= len(batches):
+                continue
+            batch = batches[index]
+            for answer, truth, kind in zip(answers, batch["answers"], batch["types"], strict=True):
                 if kind == "caption":
                     self.bleu[split].update([normalize_answer(answer)], [[normalize_answer(truth)]])
                     captions += 1

@@ -44,8 +44,10 @@ def generate_dynamic(
         rows = [[eos or 0] * length] if blank else [list(prompts[i]) for i in members]
         group_seeds = seeds[:1] if blank else seeds[torch.tensor(members, device=seeds.device)]
         embeds = None
-        if inputs_embeds is not None:
-            embeds = torch.stack([inputs_embeds[i] for i in members]).to(device) if members else None
+        if inputs_embeds is not None:  # a blank group reads zeros: every rank then skips the embedding alike
+            width, dtype = inputs_embeds[0].shape[-1], inputs_embeds[0].dtype
+            embeds = (torch.stack([inputs_embeds[i] for i in members]) if members
+                      else torch.zeros(1, length, width, dtype=dtype)).to(device)  # fmt: skip
         out, lp = _generate_batch(
             model, torch.tensor(rows, device=device), max_new_tokens, temperature=temperature, top_p=top_p,
             top_k=top_k, eos=eos, seeds=group_seeds, sharded=sharded, inputs_embeds=embeds,

@@ -130,7 +130,9 @@ class RowSampler(DistributedSampler):
     ``(seed, epoch)``. Padded (``max_tokens=None``): each epoch chunks a permutation drawn from ``(seed, epoch)``
     into rows of ``batch_size`` (``drop_last``: the last short one left out). Either way the number of rows is the
     same every epoch. Process ``rank`` of ``num_replicas`` takes rows ``rank, rank + num_replicas, …`` (of the
-    first multiple of ``num_replicas`` with ``drop_last``, so that every process runs as many steps).
+    first multiple of ``num_replicas`` with ``drop_last``, so that every process runs as many steps). With ``even``
+    (and not ``drop_last``) the rows are padded to the next multiple of ``num_replicas`` by repeating the first ones,
+    as ``DistributedSampler`` does: every process runs as many (collective) steps, a few samples counting twice.
 
     A ``DistributedSampler`` so that Lightning neither wraps nor replaces it and calls ``set_epoch``; with
     ``epoch`` / ``skipped`` / :meth:`resume_at` it drives :class:`tasks.data.text.ResumableLoader`.
@@ -147,6 +149,7 @@ class RowSampler(DistributedSampler):
         drop_last: bool,
         num_replicas: int = 1,
         rank: int = 0,
+        even: bool = False,
     ) -> None:  # no super().__init__: it needs a dataset and a process group
         self.lengths = list(lengths)
         self.max_tokens, self.batch_size = max_tokens, batch_size
@@ -163,7 +166,10 @@ class RowSampler(DistributedSampler):
             total = len(self.packed)
         else:
             total = n // batch_size if drop_last else -(-n // batch_size)
-        self.total_size = total // num_replicas * num_replicas if drop_last else total
+        if drop_last:
+            self.total_size = total // num_replicas * num_replicas
+        else:
+            self.total_size = -(-total // num_replicas) * num_replicas if even and total else total
         self.num_samples = len(range(rank, self.total_size, num_replicas))
 
     def rows(self, epoch: int) -> list[list[int]]:
@@ -176,6 +182,8 @@ class RowSampler(DistributedSampler):
             n = len(self.lengths)
             order = rng.permutation(n) if self.shuffle else np.arange(n)
             rows = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+        while rows and len(rows) < self.total_size:  # even: repeat the first rows
+            rows += rows[: self.total_size - len(rows)]
         return rows[: self.total_size][self.rank :: self.num_replicas]
 
     def resume_at(self, epoch: int, rows: int) -> None:
