@@ -67,7 +67,8 @@ class GraphedStep:
             one process, no sharding).
         enabled: try CUDA graphs for CUDA inputs (False: always eager).
         max_graphs: graphs kept (least recently used dropped); a signature is captured when seen the second time.
-        modules: modules whose ``training`` flag enters the signature.
+        modules: modules whose ``training`` flag enters the signature, and whose stashed differentiable tensors
+            are detached before a capture (:meth:`_release_autograd_graphs`).
 
     Outputs are new tensors (detached), valid after later calls; the gradients of a graphed call are valid until
     the next call. ``graphed`` counts replays, ``captures`` captures.
@@ -94,6 +95,7 @@ class GraphedStep:
         self.graphs: OrderedDict[tuple, _Graph] = OrderedDict()
         self.seen: set[tuple] = set()
         self.pool: Any = None
+        self.stream: Any = None  # the warm-up and capture stream (one for every graph)
         self.pointers: list[int] = []
         self.graphed = 0
         self.captures = 0
@@ -176,8 +178,11 @@ class GraphedStep:
             entry = _Graph(inputs)
             with self._autocast(device.type):
                 torch.clear_autocast_cache()
-                stream = torch.cuda.Stream(device)
+                if self.stream is None:
+                    self.stream = torch.cuda.Stream(device)
+                stream = self.stream
                 stream.wait_stream(torch.cuda.current_stream(device))
+                self._release_autograd_graphs()  # the gradient accumulators are then made on the capture stream
                 with torch.cuda.stream(stream):  # warm-up: lazy initialisations off the capture
                     for p in self.params:
                         p.grad = None
@@ -187,7 +192,8 @@ class GraphedStep:
                     p.grad = None
                 if self.pool is None:
                     self.pool = torch.cuda.graph_pool_handle()
-                with torch.cuda.graph(entry.graph, pool=self.pool):
+                self._release_autograd_graphs()
+                with torch.cuda.graph(entry.graph, pool=self.pool, stream=stream):
                     self._graphed_body(entry)
             entry.grads = [p.grad for p in self.params]
         except Exception as error:
@@ -206,6 +212,17 @@ class GraphedStep:
         while len(self.graphs) > self.max_graphs:
             self.graphs.popitem(last=False)
         return entry
+
+    def _release_autograd_graphs(self) -> None:
+        """Detach the differentiable tensors that :attr:`modules` keep as attributes (e.g. an MoE layer's auxiliary
+        loss of the last forward). Such a tensor keeps its step's autograd graph alive, and with it each parameter's
+        gradient accumulator and the stream it was made on: a backward captured on another stream would then
+        synchronise with that stream, which invalidates the capture."""
+        for module in self.modules:
+            for sub in module.modules():
+                for name, value in list(vars(sub).items()):
+                    if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                        setattr(sub, name, value.detach())
 
     def _outputs(self, entry: _Graph) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         for p, grad in zip(self.params, entry.grads, strict=True):
