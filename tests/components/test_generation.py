@@ -76,6 +76,18 @@ def test_inputs_embeds_replace_the_prompt_embeddings(engine):
         generate(model, RAGGED, 5, engine=engine, inputs_embeds=own[:2])
 
 
+def test_engine_runs_under_bf16_autocast():
+    """Under autocast (``trainer.precision=bf16-mixed`` rollouts) the softmax layers' packed prefill writes bf16
+    attention outputs into the fp32 buffer of its input: cast, not refused; the tokens are those of a bf16 full
+    forward's greedy choice for the first step."""
+    model = model_of()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = generate(model, RAGGED, 3, engine=True)
+        with torch.no_grad():
+            first = [int(model(torch.tensor([p]))[0, -1].argmax()) for p in RAGGED]
+    assert [t[0] for t in out.tokens] == first
+
+
 def test_engine_and_dynamic_path_sample_the_same_tokens():
     """The same per-sequence seeds give the same draws on both paths (temperature, top-k and top-p together)."""
     model = model_of()

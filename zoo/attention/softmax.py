@@ -148,7 +148,7 @@ class SoftmaxAttention(nn.Module):
             where = slots[torch.tensor(docs, device=slots.device)]
             cache.key[where, :, :length] = k.transpose(1, 2).to(cache.key.dtype)
             cache.value[where, :, :length] = v.transpose(1, 2).to(cache.value.dtype)
-            out[rows] = self._attend(q, k, v, causal=True).reshape(len(docs) * length, -1)
+            out[rows] = self._attend(q, k, v, causal=True).reshape(len(docs) * length, -1).to(out.dtype)  # autocast
         return self.o_proj(out[None])
 
     def decode_static(
