@@ -89,6 +89,40 @@ def test_splits_are_disjoint_and_val_test_paste_held_out_objects(generated, tmp_
     assert banks == ["val", "val", "train"]  # test, val, train: val/test from the held-out bank
 
 
+def test_background_and_scale_options(generated, tmp_path):
+    import numpy as np
+
+    from tasks.data import copy_paste
+
+    bank = copy_paste_vqa.ObjectBank("train")
+    for index in range(1, 4):  # "photo" with copy_paste's scale range draws copy_paste's scenes
+        rng, ref_rng = np.random.default_rng([0, 100, index]), np.random.default_rng([0, 100, index])
+        rgb, visible = copy_paste_vqa.compose(bank, rng, 64, "photo", copy_paste.SCALE)
+        ref_rgb, ref_visible = copy_paste.compose(bank, ref_rng, 64)
+        assert np.array_equal(rgb, ref_rgb) and len(visible) == len(ref_visible)
+    flat = tmp_path / "flat"
+    copy_paste_vqa.generate_split(flat, "train", 8, seed=0, background="flat", scale=(0.2, 0.4))
+    images = json.loads(split_paths(flat, "train")["objects"].read_text())["images"]
+    hi = 0.4
+    for image in images:  # one flat colour outside the objects
+        rgb = np.asarray(Image.open(flat / image["file"]))
+        covered = np.zeros(rgb.shape[:2], dtype=bool)
+        for o in image["objects"]:
+            x, y, w, h = o["bbox"]
+            covered[max(0, y - 1) : y + h + 1, max(0, x - 1) : x + w + 1] = True
+            assert o["small"] or max(w, h) <= int(64 * hi)
+        _, share = np.unique(rgb[~covered].reshape(-1, 3), axis=0, return_counts=True)
+        assert share.max() >= 0.5 * share.sum(), image["file"]  # (remnants of dropped, occluded objects aside)
+    a = copy_paste_vqa.generate_split(tmp_path / "a", "val", 2, seed=0, background="photo", scale=(0.3, 0.3))
+    assert json.loads(a["objects"].read_text())["info"]["background"] == "photo"
+    for kwargs in ({"background": "sky"}, {"scale": (0.5, 0.2)}, {"scale": (0.0, 0.5)}, {"scale": "big"}):
+        with pytest.raises(ConfigError, match=next(iter(kwargs))):
+            copy_paste_vqa.generate_split(tmp_path / "b", "val", 1, **kwargs)
+    base = copy_paste_vqa.settings(1, 1, 1, 64, 0)
+    assert base != copy_paste_vqa.settings(1, 1, 1, 64, 0, background="flat")
+    assert base != copy_paste_vqa.settings(1, 1, 1, 64, 0, scale=(0.2, 0.5))
+
+
 def test_answers_follow_the_annotations(generated):
     size = 64
     for split, n in COUNTS.items():
@@ -237,14 +271,14 @@ def samples_of(loader, pack: bool) -> list[tuple[list[int], list[int]]]:
 
 
 def test_packed_batches_hold_the_padded_batches_samples(generated):
-    packed = small_module(generated, max_tokens=400)
+    packed = small_module(generated, max_tokens=800)
     padded = small_module(generated, pack=False, batch_size=3)
     assert samples_of(packed.val_dataloader(), True) == samples_of(padded.val_dataloader(), False)
     assert len(packed.val_dataloader()) < len(packed.sets["val"])  # several samples per packed row
     tiles = [torch.cat([b["pixel_values"] for b in m.val_dataloader()]) for m in (packed, padded)]
     assert torch.equal(*tiles)
     first = next(iter(packed.train_dataloader()))
-    assert sum(first["input_ids"].shape) - 1 <= 400 and first["cu_seqlens"].dtype == torch.int32
+    assert sum(first["input_ids"].shape) - 1 <= 800 and first["cu_seqlens"].dtype == torch.int32
 
 
 def test_training_rows_are_deterministic_by_seed_and_sharded(generated):
@@ -270,6 +304,30 @@ def test_blind_keeps_shapes_and_token_counts(generated):
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["image_grids"], b["image_grids"])
     assert a["pixel_values"].shape == b["pixel_values"].shape and (b["pixel_values"] == BLANK).all()
     assert not (a["pixel_values"] == BLANK).all()
+
+
+def test_multi_turn_records_hold_every_question_of_an_image(generated):
+    single = records(generated, "train", "vqa")
+    dialogs = records(generated, "train", "dialogs")
+    assert len(dialogs) == COUNTS["train"] and len({d["image"] for d in dialogs}) == COUNTS["train"]
+    for dialog in dialogs:
+        own = [r for r in single if r["image"] == dialog["image"]]
+        turns = dialog["conversations"]
+        assert [t["from"] for t in turns] == ["human", "gpt"] * len(own) and len(dialog["type"]) == len(own)
+        pairs = [(t["value"].removeprefix("<image>\n"), a["value"]) for t, a in zip(turns[::2], turns[1::2])]
+        assert sorted(pairs) == sorted((r["conversations"][0]["value"][8:], answer(r)) for r in own)
+        assert turns[0]["value"].startswith("<image>\n") and sum("<image>" in t["value"] for t in turns) == 1
+        assert sorted(dialog["type"]) == sorted(r["type"] for r in own)
+    dm = small_module(generated)
+    assert {len(s) for s in dm.sets.values()} == set(COUNTS.values()) and dm.sets["train"].records == dialogs
+    sample = dm.sets["train"].sample(0)
+    targets = [t for t in sample["labels"] if t != IGNORE_INDEX]
+    expected = [b for t in dialogs[0]["conversations"][1::2] for b in [*t["value"].encode(), TOKENIZER.eos_id]]
+    assert targets == expected  # every answer turn (and its eos) is supervised, nothing else
+    assert len(dm.eval_sets["test"]) == len(records(generated, "test", "vqa"))  # generation: single questions
+    assert all(isinstance(r["type"], str) for r in dm.eval_sets["test"].records)
+    flat = small_module(generated, multi_turn=False)
+    assert flat.sets["train"].records == single
 
 
 def test_align_stage_trains_on_captions_and_evaluates_questions(generated):
@@ -326,3 +384,16 @@ def test_configs_list_every_key(name):
     params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     assert sorted(k for k in cfg if k != "name") == sorted(params)
     assert OmegaConf.to_container(cfg)["tile_size"] == "${model.config.tiling.tile_size}"
+
+
+def test_even_rows_give_every_process_as_many_eval_batches():
+    """Eval loss loaders under several processes: the rows are padded (repeating the first) so that every process
+    runs the same number of collective steps; without ``even`` the shards may differ by one."""
+    from tasks.data.vlm import RowSampler
+
+    common = {"max_tokens": None, "batch_size": 2, "shuffle": False, "seed": 0, "drop_last": False}
+    plain = [list(RowSampler([5] * 5, **common, num_replicas=2, rank=r)) for r in range(2)]
+    assert [len(p) for p in plain] == [2, 1]
+    even = [list(RowSampler([5] * 5, **common, num_replicas=2, rank=r, even=True)) for r in range(2)]
+    assert [len(p) for p in even] == [2, 2] and even[1][1] == even[0][0]
+    assert sorted(i for p in even for row in p for i in row) == [0, 0, 1, 1, 2, 3, 4]

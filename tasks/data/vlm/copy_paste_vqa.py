@@ -36,6 +36,8 @@ splits. Output::
 
     out/train/000001.png ...   out/val/...   out/test/...
     out/<split>_captions.json  out/<split>_vqa.json    (LLaVA records, image paths relative to out)
+    out/<split>_dialogs.json   (per image ONE record: all its questions as consecutive human / gpt turns in a
+                                shuffled order, ``<image>`` in the first human turn, ``type`` the list of types)
     out/<split>_objects.json   (the annotations the answers come from: per image its objects' category, name,
                                 box [x, y, w, h], area and whether it is the small one)
 
@@ -55,13 +57,13 @@ import numpy as np
 from PIL import Image
 
 from tasks.data import copy_paste
-from tasks.data.copy_paste import CATEGORIES, ObjectBank, compose, mask_bbox, paste
+from tasks.data.copy_paste import CATEGORIES, MAX_OBJECTS, MIN_VISIBLE, ObjectBank, Sprite, mask_bbox, paste
 from zoo.errors import ConfigError
 from zoo.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-VERSION = 1  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
+VERSION = 3  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
 SPLITS = ("train", "val", "test")
 BANK = {"train": "train", "val": "val", "test": "val"}  # the copy-paste object bank each split pastes from
 QUESTION_TYPES = ("count", "presence", "leftmost", "quadrant", "detail")
@@ -87,6 +89,9 @@ DETAIL_SCALE = 0.09  # the small object's longer side, as a fraction of the imag
 DETAIL_MIN = 5  # … and at least this many pixels
 DETAIL_PROBABILITY = 0.5  # share of the images with a small object
 DETAIL_TRIES = 30  # random positions tried for the small object before the image goes without one
+BACKGROUNDS = ("flat", "photo")  # background styles: one random colour | copy_paste's photos / textures
+BACKGROUND = "photo"  # the default style ("flat" did not make vlm_tiny use the image in 3 epochs either)
+SCALE = copy_paste.SCALE  # the default range of an object's longer side, as a fraction of the image side
 
 
 def article(name: str) -> str:
@@ -122,10 +127,46 @@ def add_small_object(
     return None
 
 
-def make_scene(bank: ObjectBank, rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """``(rgb uint8 [size, size, 3], objects)``: a composed scene and its visible objects, each ``{"category_id",
-    "name", "bbox": [x, y, w, h], "area", "small"}``."""
-    rgb, visible = compose(bank, rng, size)
+def make_background(rng: np.random.Generator, size: int, background: str = BACKGROUND) -> np.ndarray:
+    """A ``[size, size, 3]`` uint8 background of style ``background`` (one of :data:`BACKGROUNDS`)."""
+    if background == "flat":
+        return np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (size, size, 3)).copy()
+    return copy_paste.make_background(rng, size)
+
+
+def compose(
+    bank: ObjectBank, rng: np.random.Generator, size: int, background: str = BACKGROUND,
+    scale: tuple[float, float] = SCALE,
+) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:  # fmt: skip
+    """:func:`tasks.data.copy_paste.compose` with a background style and an object scale range (its longer side
+    ``scale[0]`` … ``scale[1]`` of ``size``); ``background="photo"`` with copy_paste's ``SCALE`` draws the same
+    scenes. ``(rgb uint8 [size, size, 3], [(category_id, visible mask bool [size, size]), ...])``."""
+    canvas = make_background(rng, size, background).astype(np.float32)
+    objects: list[list] = []  # [category, mask, full area]
+    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+        longer = max(4, int(size * (scale[0] + (scale[1] - scale[0]) * rng.random())))
+        category, sprite = bank.sample(rng, longer)
+        if rng.random() < 0.5:
+            sprite = Sprite(sprite.rgb[:, ::-1], sprite.alpha[:, ::-1], sprite.mask[:, ::-1])
+        h, w = sprite.mask.shape
+        y, x = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
+        mask = paste(canvas, sprite, x, y)
+        if not mask.any():
+            continue
+        for obj in objects:
+            obj[1] &= ~mask
+        objects.append([category, mask, int(mask.sum())])
+    visible = [(c, m) for c, m, area in objects if m.sum() >= MIN_VISIBLE * area and m.any()]
+    return canvas.round().clip(0, 255).astype(np.uint8), visible
+
+
+def make_scene(
+    bank: ObjectBank, rng: np.random.Generator, size: int, background: str = BACKGROUND,
+    scale: tuple[float, float] = SCALE,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:  # fmt: skip
+    """``(rgb uint8 [size, size, 3], objects)``: a composed scene (:func:`compose`) and its visible objects, each
+    ``{"category_id", "name", "bbox": [x, y, w, h], "area", "small"}``."""
+    rgb, visible = compose(bank, rng, size, background, scale)
     small = None
     if rng.random() < DETAIL_PROBABILITY:
         canvas = rgb.astype(np.float32)
@@ -207,6 +248,23 @@ def _record(split: str, index: int, kind: str, question: str, answer: str) -> di
     }
 
 
+def _dialog(split: str, index: int, items: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """One record holding every question of image ``index`` as consecutive human / gpt turns (``<image>`` in the
+    first human turn only); ``type`` lists the questions' types in turn order."""
+    conversations: list[dict[str, str]] = []
+    for k, (_, question, answer) in enumerate(items):
+        conversations += [
+            {"from": "human", "value": f"<image>\n{question}" if k == 0 else question},
+            {"from": "gpt", "value": answer},
+        ]
+    return {
+        "id": f"{split}-{index:06d}-dialog",
+        "image": f"{split}/{index:06d}.png",
+        "conversations": conversations,
+        "type": [kind for kind, _, _ in items],
+    }
+
+
 def _write_json(path: Path, items: list[Any]) -> None:
     """A JSON list, one item per line (sorted keys: byte-identical for equal content), atomically."""
     with atomic_write(path, "w") as handle:
@@ -215,26 +273,33 @@ def _write_json(path: Path, items: list[Any]) -> None:
 
 # ------------------------------------------------------------------------------------------------ files
 def split_paths(out: str | os.PathLike, split: str) -> dict[str, Path]:
-    """``{"captions", "vqa", "objects"}`` → the split's JSON files under ``out``."""
+    """``{"captions", "vqa", "dialogs", "objects"}`` → the split's JSON files under ``out``."""
     out = Path(out).expanduser()
-    return {kind: out / f"{split}_{kind}.json" for kind in ("captions", "vqa", "objects")}
+    return {kind: out / f"{split}_{kind}.json" for kind in ("captions", "vqa", "dialogs", "objects")}
 
 
-def generate_split(out: str | os.PathLike, split: str, count: int, *, size: int = 64, seed: int = 0) -> dict[str, Path]:
-    """Write ``count`` images of ``split`` and their records under ``out``; returns :func:`split_paths`."""
+def generate_split(
+    out: str | os.PathLike, split: str, count: int, *, size: int = 64, seed: int = 0, background: str = BACKGROUND,
+    scale: tuple[float, float] = SCALE,
+) -> dict[str, Path]:  # fmt: skip
+    """Write ``count`` images of ``split`` and their records under ``out``; returns :func:`split_paths`.
+    ``background`` and ``scale``: see :func:`compose`."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"the {split} image count must be an integer >= 1, got {count!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 32:
         raise ConfigError(f"image_size must be an integer >= 32, got {size!r}")
+    if background not in BACKGROUNDS:
+        raise ConfigError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    scale = _scale(scale)
     out = Path(out).expanduser()
     bank = ObjectBank(BANK[split])
     names = sorted({NAMES[c] for c in bank.category_ids})
     code = 100 + SPLITS.index(split)
-    images, captions, vqa = [], [], []
+    images, captions, vqa, dialogs = [], [], [], []
     for index in range(1, count + 1):
-        rgb, objects = make_scene(bank, np.random.default_rng([seed, code, index]), size)
+        rgb, objects = make_scene(bank, np.random.default_rng([seed, code, index]), size, background, scale)
         buffer = io.BytesIO()
         Image.fromarray(rgb).save(buffer, format="PNG")  # lossless: the small object keeps its pixels
         file = f"{split}/{index:06d}.png"
@@ -243,26 +308,49 @@ def generate_split(out: str | os.PathLike, split: str, count: int, *, size: int 
         images.append({"file": file, "objects": objects})
         captions.append(_record(split, index, CAPTION_TYPE, CAPTION_PROMPT, caption(objects)))
         rng = np.random.default_rng([seed, code, index, 1])
-        vqa += [_record(split, index, *q) for q in questions(objects, size, index, names, rng)]
+        items = questions(objects, size, index, names, rng)
+        vqa += [_record(split, index, *q) for q in items]
+        order = np.random.default_rng([seed, code, index, 2]).permutation(len(items))  # turn order: shuffled
+        dialogs.append(_dialog(split, index, [items[k] for k in order]))
     paths = split_paths(out, split)
-    info = {"split": split, "bank": BANK[split], "seed": seed, "image_size": size, "version": VERSION}
+    info = {"split": split, "bank": BANK[split], "seed": seed, "image_size": size, "version": VERSION,
+            "background": background, "scale": list(scale)}  # fmt: skip
     with atomic_write(paths["objects"], "w") as handle:
         handle.write(json.dumps({"info": info, "images": images}, sort_keys=True) + "\n")
     _write_json(paths["captions"], captions)
+    _write_json(paths["dialogs"], dialogs)
     _write_json(paths["vqa"], vqa)
     log.info("wrote %d %s images, %d captions and %d questions to %s", count, split, count, len(vqa), out)
     return paths
 
 
+def _scale(scale: Any) -> tuple[float, float]:
+    """``scale`` checked: two fractions ``0 < lo <= hi <= 1``."""
+    try:
+        lo, hi = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise ConfigError(f"scale must be two fractions (lo, hi), got {scale!r}") from None
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale!r}")
+    return lo, hi
+
+
 def generate(
-    out: str | os.PathLike, train: int = 2000, val: int = 200, test: int = 200, *, size: int = 64, seed: int = 0
-) -> dict[str, dict[str, Path]]:
+    out: str | os.PathLike, train: int = 2000, val: int = 200, test: int = 200, *, size: int = 64, seed: int = 0,
+    background: str = BACKGROUND, scale: tuple[float, float] = SCALE,
+) -> dict[str, dict[str, Path]]:  # fmt: skip
     """Every split (test, val, then train); returns ``{split: split_paths}``."""
     counts = {"test": test, "val": val, "train": train}
-    return {split: generate_split(out, split, n, size=size, seed=seed) for split, n in counts.items()}
+    return {
+        split: generate_split(out, split, n, size=size, seed=seed, background=background, scale=scale)
+        for split, n in counts.items()
+    }
 
 
-def settings(train: int, val: int, test: int, size: int, seed: int) -> dict[str, Any]:
+def settings(
+    train: int, val: int, test: int, size: int, seed: int, background: str = BACKGROUND,
+    scale: tuple[float, float] = SCALE,
+) -> dict[str, Any]:  # fmt: skip
     """What determines the generated files (hashed into the cache folder's name)."""
     import importlib.util
 
@@ -271,6 +359,8 @@ def settings(train: int, val: int, test: int, size: int, seed: int) -> dict[str,
         "counts": [train, val, test],
         "size": size,
         "seed": seed,
+        "background": background,
+        "scale": list(_scale(scale)),
         "emoji": copy_paste.emoji_available(),
         "garments": copy_paste.garments_available(),
         "photos": importlib.util.find_spec("skimage") is not None,  # else procedural backgrounds

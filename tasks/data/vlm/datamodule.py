@@ -361,7 +361,7 @@ class LlavaDataModule(L.LightningDataModule):
         world, rank = self._world()
         sampler = RowSampler(
             dataset.lengths, max_tokens=self.max_tokens if self.pack else None, batch_size=self.batch_size,
-            shuffle=train, seed=self.seed, drop_last=train, num_replicas=world, rank=rank,
+            shuffle=train, seed=self.seed, drop_last=train, num_replicas=world, rank=rank, even=not train,
         )  # fmt: skip
         if train and len(sampler) == 0:
             raise ConfigError(
@@ -419,14 +419,20 @@ class CopyPasteVQADataModule(LlavaDataModule):
 
     ``root`` defaults to ``~/.cache/zoo/copy_paste_vqa/<hash of the settings>`` (``$ZOO_CACHE`` replaces
     ``~/.cache/zoo``). The stage chooses the loss records of every split: ``align`` the captions, ``instruct`` the
-    questions; generation batches are always the questions (``type`` one of
-    :data:`~tasks.data.vlm.copy_paste_vqa.QUESTION_TYPES`). See :class:`LlavaDataModule` for the other arguments.
+    questions (``multi_turn``: one multi-turn record per image); generation batches are always single questions
+    (``type`` one of :data:`~tasks.data.vlm.copy_paste_vqa.QUESTION_TYPES`). See :class:`LlavaDataModule` for the
+    other arguments.
 
     Args:
         root: the folder to generate into (null: the cache folder above).
         image_size: side of the square images.
         train_images / val_images / test_images: images per split (each gives a caption and 2–5 questions).
         seed: seed of the generation and of the training order.
+        multi_turn: instruct-stage loss records (every split): per image ONE record with all its questions as
+            consecutive turns (the image is encoded once for 2–5 answers); false: one record per question.
+            Generation batches are single questions either way.
+        background / scale: the scenes' background style and object size range
+            (:func:`~tasks.data.vlm.copy_paste_vqa.compose`).
     """
 
     def __init__(
@@ -448,6 +454,9 @@ class CopyPasteVQADataModule(LlavaDataModule):
         num_workers: int = 0,
         blind: bool = False,
         stage: str = "instruct",
+        multi_turn: bool = True,
+        background: str = copy_paste_vqa.BACKGROUND,
+        scale: tuple[float, float] | list[float] = copy_paste_vqa.SCALE,
     ) -> None:
         for key, value, minimum in (
             ("image_size", image_size, 32),
@@ -458,7 +467,16 @@ class CopyPasteVQADataModule(LlavaDataModule):
             _integer(value, key, minimum)
         self.counts = {"train": train_images, "val": val_images, "test": test_images}
         self.image_size = image_size
-        settings = copy_paste_vqa.settings(train_images, val_images, test_images, image_size, seed)
+        if background not in copy_paste_vqa.BACKGROUNDS:
+            raise ConfigError(f"data.background={background!r} must be one of {copy_paste_vqa.BACKGROUNDS}")
+        try:
+            self.scale = copy_paste_vqa._scale(scale)
+        except ConfigError as exc:
+            raise ConfigError(f"data.{exc}") from None
+        self.background, self.multi_turn = background, bool(multi_turn)
+        settings = copy_paste_vqa.settings(
+            train_images, val_images, test_images, image_size, seed, background=background, scale=self.scale
+        )
         self.settings_hash = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         directory = root  # `root` itself stays as given (the saved hyperparameter; None: this hash)
         if directory is None:
@@ -473,7 +491,7 @@ class CopyPasteVQADataModule(LlavaDataModule):
         self.save_hyperparameters()
 
     def loss_files(self) -> dict[str, list[Path]]:
-        kind = "captions" if self.stage == "align" else "vqa"
+        kind = "captions" if self.stage == "align" else "dialogs" if self.multi_turn else "vqa"
         return {split: [copy_paste_vqa.split_paths(self.root, split)[kind]] for split in SPLITS}
 
     def eval_files(self) -> dict[str, list[Path]]:
@@ -485,7 +503,10 @@ class CopyPasteVQADataModule(LlavaDataModule):
         if missing:
             log.info("generating the copy-paste VQA set (%s) in %s", ", ".join(missing), self.root)
         for split in missing:
-            copy_paste_vqa.generate_split(self.root, split, self.counts[split], size=self.image_size, seed=self.seed)
+            copy_paste_vqa.generate_split(
+                self.root, split, self.counts[split], size=self.image_size, seed=self.seed,
+                background=self.background, scale=self.scale,
+            )  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
         if not all(copy_paste_vqa.is_complete(self.root, s) for s in SPLITS):
