@@ -31,7 +31,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,12 +301,21 @@ def paste(canvas: np.ndarray, sprite: Sprite, x: int, y: int) -> np.ndarray:
     return mask
 
 
-def compose(bank: ObjectBank, rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
-    """One image: ``(rgb uint8 [size, size, 3], [(category_id, visible mask bool [size, size]), ...])``."""
-    canvas = make_background(rng, size).astype(np.float32)
+def compose(
+    bank: ObjectBank,
+    rng: np.random.Generator,
+    size: int,
+    *,
+    background: Callable[[np.random.Generator, int], np.ndarray] | None = None,
+    scale: tuple[float, float] = SCALE,
+) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """One image: ``(rgb uint8 [size, size, 3], [(category_id, visible mask bool [size, size]), ...])``, on
+    ``background(rng, size)`` (default :func:`make_background`), each object's longer side ``scale[0]`` …
+    ``scale[1]`` of ``size``."""
+    canvas = (background or make_background)(rng, size).astype(np.float32)
     objects: list[list] = []  # [category, mask, full area]
     for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
-        longer = max(4, int(size * (SCALE[0] + (SCALE[1] - SCALE[0]) * rng.random())))
+        longer = max(4, int(size * (scale[0] + (scale[1] - scale[0]) * rng.random())))
         category, sprite = bank.sample(rng, longer)
         if rng.random() < 0.5:
             sprite = Sprite(sprite.rgb[:, ::-1], sprite.alpha[:, ::-1], sprite.mask[:, ::-1])

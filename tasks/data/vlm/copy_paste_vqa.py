@@ -46,6 +46,7 @@ splits. Output::
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -57,7 +58,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.data import copy_paste
-from tasks.data.copy_paste import CATEGORIES, MAX_OBJECTS, MIN_VISIBLE, ObjectBank, Sprite, mask_bbox, paste
+from tasks.data.copy_paste import CATEGORIES, ObjectBank, mask_bbox, paste
 from zoo.errors import ConfigError
 from zoo.io import atomic_write
 
@@ -138,26 +139,10 @@ def compose(
     bank: ObjectBank, rng: np.random.Generator, size: int, background: str = BACKGROUND,
     scale: tuple[float, float] = SCALE,
 ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:  # fmt: skip
-    """:func:`tasks.data.copy_paste.compose` with a background style and an object scale range (its longer side
-    ``scale[0]`` … ``scale[1]`` of ``size``); ``background="photo"`` with copy_paste's ``SCALE`` draws the same
-    scenes. ``(rgb uint8 [size, size, 3], [(category_id, visible mask bool [size, size]), ...])``."""
-    canvas = make_background(rng, size, background).astype(np.float32)
-    objects: list[list] = []  # [category, mask, full area]
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
-        longer = max(4, int(size * (scale[0] + (scale[1] - scale[0]) * rng.random())))
-        category, sprite = bank.sample(rng, longer)
-        if rng.random() < 0.5:
-            sprite = Sprite(sprite.rgb[:, ::-1], sprite.alpha[:, ::-1], sprite.mask[:, ::-1])
-        h, w = sprite.mask.shape
-        y, x = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
-        mask = paste(canvas, sprite, x, y)
-        if not mask.any():
-            continue
-        for obj in objects:
-            obj[1] &= ~mask
-        objects.append([category, mask, int(mask.sum())])
-    visible = [(c, m) for c, m, area in objects if m.sum() >= MIN_VISIBLE * area and m.any()]
-    return canvas.round().clip(0, 255).astype(np.uint8), visible
+    """:func:`tasks.data.copy_paste.compose` on a background of style ``background`` with objects of ``scale``;
+    ``background="photo"`` with copy_paste's ``SCALE`` draws the same scenes."""
+    return copy_paste.compose(bank, rng, size, background=functools.partial(make_background, background=background),
+                              scale=scale)  # fmt: skip
 
 
 def make_scene(
