@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
 
 from tasks.base import BaseTask
+from tasks.data.text.packing import IGNORE_INDEX
 from tasks.data.tokenizer import ByteTokenizer
 from tasks.data.vlm import QUESTION_TYPES, normalize_answer
 from zoo.errors import ConfigError
@@ -21,7 +22,6 @@ from zoo.optim import OptimSettings
 from zoo.registries import TASK
 
 STAGES = ("align", "instruct")
-IGNORE_INDEX = -100
 
 
 def load_warm_start(model: nn.Module, path: str, key: str = "vlm.init_checkpoint") -> str:
