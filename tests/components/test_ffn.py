@@ -280,7 +280,7 @@ def test_losses_computed_in_eval_and_jitter_only_in_training():
 def test_bad_keys_raise():
     with pytest.raises(ValueError, match=r"aux_loss_type 'gshrad'.*gshard, paper"):
         MoE(8, 8, aux_loss_type="gshrad")
-    with pytest.raises(ValueError, match=r"impl 'triton'.*auto, grouped_mm, loop"):
+    with pytest.raises(ValueError, match=r"impl 'triton'.*auto, dense, grouped_mm, loop"):
         MoE(8, 8, impl="triton")
     with pytest.raises(ValueError, match="multiples of 8"):
         MoE(12, 8, impl="grouped_mm")
