@@ -59,6 +59,48 @@ def test_the_tower_gives_patch_features_without_prefix_tokens():
     assert len(tower.blocks()) == 2
 
 
+CONVNET = {"model_name": "resnet18", "patch_size": 8, "channels": (16, 32, 64, 128)}
+
+
+def test_the_convnet_tower_gives_one_feature_per_position_of_its_stage():
+    torch.manual_seed(0)
+    tower = VISION_TOWER.build("timm_convnet", image_size=16, **CONVNET).eval()
+    x = torch.randn(3, 3, 16, 16)
+    out = tower(x)
+    assert (tower.num_patches, tower.hidden_size, tower.image_size, tower.blocks()) == (P, 32, 16, [])
+    assert out.shape == (3, P, 32)
+    torch.testing.assert_close(out, tower.model(x)[-1].flatten(2).transpose(1, 2))
+    assert not any(name.startswith(("layer3", "layer4")) for name, _ in tower.model.named_children())
+    with pytest.raises(ConfigError, match=r"patch_size=6: resnet18's stages have strides 2, 4, 8, 16, 32"):
+        VISION_TOWER.build("timm_convnet", image_size=16, **{**CONVNET, "patch_size": 6})
+    with pytest.raises(ConfigError, match="image_size=20 is not a multiple of patch_size=8"):
+        VISION_TOWER.build("timm_convnet", image_size=20, **CONVNET)
+
+
+def test_a_convnet_vlm_trains_and_builds_on_the_meta_device():
+    from zoo.parallel.init import materialize_
+
+    config = {**copy.deepcopy(CONFIG), "vision_tower": "timm_convnet", "vision_kwargs": dict(CONVNET)}
+    torch.manual_seed(0)
+    model = VisionLanguageModel(copy.deepcopy(config)).train()
+    pixels, grids = tiles_for(GRIDS[:2])
+    ids = prompt(GRIDS[:2], 3, seed=0)[None]
+    model(ids, pixel_values=pixels, image_grids=grids).float().square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.vision_parameters())
+    with torch.device("meta"):
+        meta = MODEL.build("vlm", copy.deepcopy(config))
+    torch.manual_seed(0)
+    materialize_(meta, "cpu")
+    eager = VisionLanguageModel(copy.deepcopy(config))
+    for (name, a), (_, b) in zip(meta.state_dict().items(), eager.state_dict().items(), strict=True):
+        if a.is_floating_point():
+            assert a.shape == b.shape and torch.isfinite(a).all(), name
+    bn = meta.vision_tower.model.bn1
+    assert torch.equal(bn.running_var, torch.ones_like(bn.running_var)) and torch.equal(
+        bn.weight, torch.ones_like(bn.weight)
+    )
+
+
 def test_feature_layer_minus_two_is_the_penultimate_blocks_output():
     torch.manual_seed(0)
     full = TimmViT(image_size=16, **{**VIT, "depth": 3}).eval()
@@ -223,10 +265,11 @@ def test_hybrid_lm_takes_inputs_embeds():
 
 
 # ------------------------------------------------------------------------------------------------- presets
-def test_the_tiny_preset_composes_and_runs(tmp_path):
+@pytest.mark.parametrize("preset", ["vlm_tiny", "vlm_tiny_convnet"])
+def test_the_tiny_preset_composes_and_runs(tmp_path, preset):
     from omegaconf import OmegaConf
 
-    cfg = compose_config(["task=lm", "model=vlm_tiny"], tmp_path / "run")
+    cfg = compose_config(["task=lm", f"model={preset}"], tmp_path / "run")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     torch.manual_seed(0)
     model = MODEL.build(model_cfg["arch"], model_cfg["config"]).eval()

@@ -95,9 +95,9 @@ def test_background_and_scale_options(generated, tmp_path):
     from tasks.data import copy_paste
 
     bank = copy_paste_vqa.ObjectBank("train")
-    for index in range(1, 4):  # "photo" with copy_paste's scale range draws copy_paste's scenes
+    for index in range(1, 4):  # overlapping "photo" scenes with copy_paste's scale range are copy_paste's scenes
         rng, ref_rng = np.random.default_rng([0, 100, index]), np.random.default_rng([0, 100, index])
-        rgb, visible = copy_paste_vqa.compose(bank, rng, 64, "photo", copy_paste.SCALE)
+        rgb, visible = copy_paste_vqa.compose(bank, rng, 64, "photo", copy_paste.SCALE, "overlap")
         ref_rgb, ref_visible = copy_paste.compose(bank, ref_rng, 64)
         assert np.array_equal(rgb, ref_rgb) and len(visible) == len(ref_visible)
     flat = tmp_path / "flat"
@@ -115,12 +115,41 @@ def test_background_and_scale_options(generated, tmp_path):
         assert share.max() >= 0.5 * share.sum(), image["file"]  # (remnants of dropped, occluded objects aside)
     a = copy_paste_vqa.generate_split(tmp_path / "a", "val", 2, seed=0, background="photo", scale=(0.3, 0.3))
     assert json.loads(a["objects"].read_text())["info"]["background"] == "photo"
-    for kwargs in ({"background": "sky"}, {"scale": (0.5, 0.2)}, {"scale": (0.0, 0.5)}, {"scale": "big"}):
+    for kwargs in ({"background": "sky"}, {"scale": (0.5, 0.2)}, {"scale": (0.0, 0.5)}, {"scale": "big"},
+                   {"layout": "grid"}, {"max_objects": 0}):  # fmt: skip
         with pytest.raises(ConfigError, match=next(iter(kwargs))):
             copy_paste_vqa.generate_split(tmp_path / "b", "val", 1, **kwargs)
     base = copy_paste_vqa.settings(1, 1, 1, 64, 0)
     assert base != copy_paste_vqa.settings(1, 1, 1, 64, 0, background="flat")
     assert base != copy_paste_vqa.settings(1, 1, 1, 64, 0, scale=(0.2, 0.5))
+    assert base != copy_paste_vqa.settings(1, 1, 1, 64, 0, layout="overlap")
+    assert base != copy_paste_vqa.settings(1, 1, 1, 64, 0, max_objects=3)
+
+
+def test_scattered_scenes_keep_every_object_whole_and_apart(tmp_path):
+    import numpy as np
+
+    out = copy_paste_vqa.generate_split(tmp_path, "train", 24, seed=3, max_objects=4)
+    images = json.loads(out["objects"].read_text())["images"]
+    counts = []
+    for image in images:
+        big = [o for o in image["objects"] if not o["small"]]
+        counts.append(len(big))
+        assert 1 <= len(big) <= 4, image["file"]
+        grown = []  # no two boxes of the scene's objects within 1 px (the small one keeps its gap to masks)
+        for o in big:
+            x, y, w, h = o["bbox"]
+            box = np.zeros((64, 64), dtype=bool)
+            box[max(0, y) : y + h, max(0, x) : x + w] = True
+            grown.append(box)
+            assert max(w, h) <= int(64 * copy_paste_vqa.SCALE[1]), image["file"]
+        for i, a in enumerate(grown):
+            for b in grown[i + 1 :]:
+                gap = np.zeros_like(b)
+                ys, xs = np.nonzero(b)
+                gap[max(0, ys.min() - 1) : ys.max() + 2, max(0, xs.min() - 1) : xs.max() + 2] = True
+                assert not (a & gap).any(), image["file"]
+    assert len(set(counts)) >= 3  # the count varies
 
 
 def test_answers_follow_the_annotations(generated):

@@ -114,3 +114,21 @@ def test_vlm_trains_under_fsdp2_on_two_processes(tmp_path):
     assert 0.0 <= metrics["test/acc"] <= 1.0
     sharded = tmp_path / "fsdp" / "checkpoints" / "last.ckpt"
     assert sharded.is_dir() and len(list(sharded.glob("*.distcp"))) == 2
+
+
+def test_the_diagnostic_tool_probes_the_tower_and_couples_it(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vlm_diagnose", ROOT / "tools" / "vlm_diagnose.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    data = [f"data.root={tmp_path / 'vqa'}", "data.train_images=16", "data.val_images=4", "data.test_images=4"]
+    tower, threads = tmp_path / "tower.pt", str(torch.get_num_threads())
+    probed = tool.main(["probe", "--seconds", "0.5", "--save", str(tower), "--threads", threads, "--", *data])
+    assert probed["steps"] >= 1 and 0.0 <= probed["val_count_acc"] <= 1.0 and 0.0 < probed["majority"] <= 1.0
+    args = ["--seconds", "0.5", "--tower", str(tower), "--eval-batches", "1", "--threads", threads]
+    coupled = tool.main(["couple", *args, "--", *data])
+    assert coupled["steps"] >= 1 and coupled["val_loss"] > 0 and coupled["val_loss_blank"] > 0
+    assert set(coupled["acc"]) == set(coupled["acc_blank"]) and set(coupled["acc"]) <= {*QUESTION_TYPES}
+    with pytest.raises(SystemExit):
+        tool.main(["inspect"])

@@ -5,6 +5,8 @@ registry            name              component
 ==================  ================  ==========================================================================
 ``VISION_TOWER``    ``timm_vit``      any timm ViT by name (:class:`~.towers.TimmViT`): tiles ``[N, 3, S, S]`` →
                                       patch features ``[N, P, C]`` without prefix tokens or pooling
+``VISION_TOWER``    ``timm_convnet``  any timm CNN by name, cut at the stage of stride ``patch_size``: one feature
+                                      per position of its map (:class:`~.towers.TimmConvNet`)
 ``PROJECTOR``       ``mlp2x_gelu``    ``Linear(C, d) → GELU → Linear(d, d)``, MiniMax's projector
                                       (:class:`~.projectors.MLPProjector`)
 ``PROJECTOR``       ``linear``        ``Linear(C, d)`` (:class:`~.projectors.LinearProjector`)
@@ -24,7 +26,7 @@ from __future__ import annotations
 from zoo.vision_language.model import CLIP_MEAN, CLIP_STD, VisionLanguageConfig, VisionLanguageModel
 from zoo.vision_language.projectors import LinearProjector, MLPProjector
 from zoo.vision_language.tiling import ImageTooLargeError, Tiling, best_grid, candidate_grids, image_token_count
-from zoo.vision_language.towers import TimmViT
+from zoo.vision_language.towers import TimmConvNet, TimmViT
 
 __all__ = [
     "CLIP_MEAN",
@@ -33,6 +35,7 @@ __all__ = [
     "LinearProjector",
     "MLPProjector",
     "Tiling",
+    "TimmConvNet",
     "TimmViT",
     "VisionLanguageConfig",
     "VisionLanguageModel",

@@ -16,7 +16,7 @@ from torch import nn
 from zoo.errors import ConfigError
 from zoo.registries import VISION_TOWER
 
-__all__ = ["TimmViT"]
+__all__ = ["TimmConvNet", "TimmViT"]
 
 
 @VISION_TOWER.register("timm_vit")
@@ -105,3 +105,80 @@ class TimmViT(nn.Module):
         """``pixels`` float ``[N, 3, S, S]`` (normalised) → patch features ``[N, P, C]``."""
         features = self.model.forward_features(pixels)  # [N, prefix + P, C]
         return features[:, self.num_prefix_tokens :]
+
+
+@VISION_TOWER.register("timm_convnet")
+class TimmConvNet(nn.Module):
+    """Any timm convolutional network by name (``features_only``), cut at the stage of stride ``patch_size``: each
+    position of that stage's ``[C, S/patch, S/patch]`` feature map is one patch feature (ConvLLaVA's design; on
+    little data a from-scratch CNN learns what a from-scratch ViT does not, see ``docs/results.md``).
+
+    Args:
+        model_name: a timm CNN with ``features_only`` support (``resnet18``, ``convnext_atto``, …); its widths can be
+            set through ``timm_kwargs`` (e.g. ``channels`` and ``stem_width`` of a ResNet).
+        image_size: S, the tile side in pixels.
+        patch_size: the stride of the stage whose features come out (one token per ``patch_size²`` pixels); the
+            stages after it are not built.
+        pretrained: load timm's pretrained weights (default: from scratch).
+        **timm_kwargs: further ``timm.create_model`` arguments.
+
+    ``forward(pixels [N, 3, S, S]) → [N, P, C]``, P = (S / patch_size)² positions in row-major order.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "resnet18",
+        *,
+        image_size: int,
+        patch_size: int = 8,
+        pretrained: bool = False,
+        **timm_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        if torch.get_default_device().type == "meta" and pretrained:
+            raise ConfigError("model.config.vision_kwargs.pretrained=true cannot load weights on the meta device")
+        probe = timm.create_model(model_name, pretrained=False, features_only=True, device="meta", **timm_kwargs)
+        strides = [int(r) for r in probe.feature_info.reduction()]
+        if patch_size not in strides:
+            raise ConfigError(
+                f"model.config.vision_kwargs.patch_size={patch_size}: {model_name}'s stages have strides "
+                f"{', '.join(map(str, strides))}; valid choices: those"
+            )
+        if image_size % patch_size:
+            raise ConfigError(
+                f"model.config.vision_kwargs.image_size={image_size} is not a multiple of patch_size={patch_size}"
+            )
+        stage = len(strides) - 1 - strides[::-1].index(patch_size)  # the last stage of that stride
+        self.model = timm.create_model(
+            model_name, pretrained=pretrained, features_only=True, out_indices=(stage,), **timm_kwargs
+        )
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_patches: int = (image_size // patch_size) ** 2
+        self.hidden_size: int = int(self.model.feature_info.channels()[-1])
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.model_name}, image_size={self.image_size}, P={self.num_patches}, C={self.hidden_size}, "
+            f"stride={self.patch_size}"
+        )
+
+    def blocks(self) -> list[nn.Module]:
+        """No transformer blocks: the network is one unit (of sharding and checkpointing) with its owner."""
+        return []
+
+    @torch.no_grad()
+    def init_weights(self, module: nn.Module) -> None:
+        """PyTorch's default initialisation of what ``module`` owns directly (``reset_parameters``; batch-norm
+        statistics reset too)."""
+        if module is not self and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``pixels`` float ``[N, 3, S, S]`` (normalised) → patch features ``[N, P, C]``."""
+        features = self.model(pixels)[-1]  # [N, C, S/patch, S/patch]
+        return features.flatten(2).transpose(1, 2)

@@ -64,7 +64,7 @@ from zoo.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-VERSION = 3  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
+VERSION = 4  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
 SPLITS = ("train", "val", "test")
 BANK = {"train": "train", "val": "val", "test": "val"}  # the copy-paste object bank each split pastes from
 QUESTION_TYPES = ("count", "presence", "leftmost", "quadrant", "detail")
@@ -92,7 +92,11 @@ DETAIL_PROBABILITY = 0.5  # share of the images with a small object
 DETAIL_TRIES = 30  # random positions tried for the small object before the image goes without one
 BACKGROUNDS = ("flat", "photo")  # background styles: one random colour | copy_paste's photos / textures
 BACKGROUND = "photo"  # the default style ("flat" did not make vlm_tiny use the image in 3 epochs either)
-SCALE = copy_paste.SCALE  # the default range of an object's longer side, as a fraction of the image side
+LAYOUTS = ("scattered", "overlap")  # objects placed apart (boxes never touch) | copy_paste's occluding pile
+LAYOUT = "scattered"  # the default: every object whole and apart, so count / leftmost / quadrant are unambiguous
+SCALE = (0.2, 0.35)  # the default range of an object's longer side, as a fraction of the image side
+MAX_OBJECTS = 5  # the default most objects per scene (besides the small one)
+PLACEMENT_TRIES = 30  # random positions tried per object of a scattered scene before it is left out
 
 
 def article(name: str) -> str:
@@ -137,21 +141,50 @@ def make_background(rng: np.random.Generator, size: int, background: str = BACKG
 
 def compose(
     bank: ObjectBank, rng: np.random.Generator, size: int, background: str = BACKGROUND,
-    scale: tuple[float, float] = SCALE,
+    scale: tuple[float, float] = SCALE, layout: str = LAYOUT, max_objects: int = MAX_OBJECTS,
 ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:  # fmt: skip
-    """:func:`tasks.data.copy_paste.compose` on a background of style ``background`` with objects of ``scale``;
-    ``background="photo"`` with copy_paste's ``SCALE`` draws the same scenes."""
-    return copy_paste.compose(bank, rng, size, background=functools.partial(make_background, background=background),
-                              scale=scale)  # fmt: skip
+    """``(rgb uint8 [size, size, 3], [(category_id, visible mask bool [size, size]), ...])``: a scene on a
+    background of style ``background`` with objects whose longer side is ``scale`` of ``size``.
+
+    ``layout="overlap"``: :func:`tasks.data.copy_paste.compose` (1 … its ``MAX_OBJECTS`` objects piled with
+    occlusion, those less than ``MIN_VISIBLE`` visible dropped; ``background="photo"`` with copy_paste's ``SCALE``
+    draws the detection set's scenes). ``layout="scattered"``: 1 … ``max_objects`` objects, each at a random place
+    where its mask's box keeps a 1-px gap to every earlier box (:data:`PLACEMENT_TRIES` tries, else left out), so
+    every object is whole and the count, order and quarters are what a person would say.
+    """
+    make = functools.partial(make_background, background=background)
+    if layout == "overlap":
+        return copy_paste.compose(bank, rng, size, background=make, scale=scale)
+    canvas = make(rng, size).astype(np.float32)
+    taken = np.zeros((size, size), dtype=bool)
+    visible: list[tuple[int, np.ndarray]] = []
+    lo, hi = scale
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        longer = max(4, int(size * (lo + (hi - lo) * rng.random())))
+        category, sprite = bank.sample(rng, longer)
+        if not sprite.mask.any():
+            continue
+        if rng.random() < 0.5:
+            sprite = copy_paste.Sprite(sprite.rgb[:, ::-1], sprite.alpha[:, ::-1], sprite.mask[:, ::-1])
+        h, w = sprite.mask.shape
+        bx, by, bw, bh = mask_bbox(sprite.mask)  # the object's box inside its sprite
+        for _ in range(PLACEMENT_TRIES):
+            y, x = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
+            top, left = y + by, x + bx
+            if not taken[max(0, top - 1) : top + bh + 1, max(0, left - 1) : left + bw + 1].any():
+                visible.append((category, paste(canvas, sprite, x, y)))
+                taken[top : top + bh, left : left + bw] = True
+                break
+    return canvas.round().clip(0, 255).astype(np.uint8), visible
 
 
 def make_scene(
     bank: ObjectBank, rng: np.random.Generator, size: int, background: str = BACKGROUND,
-    scale: tuple[float, float] = SCALE,
+    scale: tuple[float, float] = SCALE, layout: str = LAYOUT, max_objects: int = MAX_OBJECTS,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:  # fmt: skip
     """``(rgb uint8 [size, size, 3], objects)``: a composed scene (:func:`compose`) and its visible objects, each
     ``{"category_id", "name", "bbox": [x, y, w, h], "area", "small"}``."""
-    rgb, visible = compose(bank, rng, size, background, scale)
+    rgb, visible = compose(bank, rng, size, background, scale, layout, max_objects)
     small = None
     if rng.random() < DETAIL_PROBABILITY:
         canvas = rgb.astype(np.float32)
@@ -265,10 +298,10 @@ def split_paths(out: str | os.PathLike, split: str) -> dict[str, Path]:
 
 def generate_split(
     out: str | os.PathLike, split: str, count: int, *, size: int = 64, seed: int = 0, background: str = BACKGROUND,
-    scale: tuple[float, float] = SCALE,
+    scale: tuple[float, float] = SCALE, layout: str = LAYOUT, max_objects: int = MAX_OBJECTS,
 ) -> dict[str, Path]:  # fmt: skip
     """Write ``count`` images of ``split`` and their records under ``out``; returns :func:`split_paths`.
-    ``background`` and ``scale``: see :func:`compose`."""
+    ``background``, ``scale``, ``layout`` and ``max_objects``: see :func:`compose`."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -277,6 +310,10 @@ def generate_split(
         raise ConfigError(f"image_size must be an integer >= 32, got {size!r}")
     if background not in BACKGROUNDS:
         raise ConfigError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if isinstance(max_objects, bool) or not isinstance(max_objects, int) or max_objects < 1:
+        raise ConfigError(f"max_objects must be an integer >= 1, got {max_objects!r}")
     scale = _scale(scale)
     out = Path(out).expanduser()
     bank = ObjectBank(BANK[split])
@@ -284,7 +321,9 @@ def generate_split(
     code = 100 + SPLITS.index(split)
     images, captions, vqa, dialogs = [], [], [], []
     for index in range(1, count + 1):
-        rgb, objects = make_scene(bank, np.random.default_rng([seed, code, index]), size, background, scale)
+        rgb, objects = make_scene(
+            bank, np.random.default_rng([seed, code, index]), size, background, scale, layout, max_objects
+        )
         buffer = io.BytesIO()
         Image.fromarray(rgb).save(buffer, format="PNG")  # lossless: the small object keeps its pixels
         file = f"{split}/{index:06d}.png"
@@ -299,7 +338,7 @@ def generate_split(
         dialogs.append(_dialog(split, index, [items[k] for k in order]))
     paths = split_paths(out, split)
     info = {"split": split, "bank": BANK[split], "seed": seed, "image_size": size, "version": VERSION,
-            "background": background, "scale": list(scale)}  # fmt: skip
+            "background": background, "scale": list(scale), "layout": layout, "max_objects": max_objects}  # fmt: skip
     with atomic_write(paths["objects"], "w") as handle:
         handle.write(json.dumps({"info": info, "images": images}, sort_keys=True) + "\n")
     _write_json(paths["captions"], captions)
@@ -322,19 +361,19 @@ def _scale(scale: Any) -> tuple[float, float]:
 
 def generate(
     out: str | os.PathLike, train: int = 2000, val: int = 200, test: int = 200, *, size: int = 64, seed: int = 0,
-    background: str = BACKGROUND, scale: tuple[float, float] = SCALE,
+    background: str = BACKGROUND, scale: tuple[float, float] = SCALE, layout: str = LAYOUT,
+    max_objects: int = MAX_OBJECTS,
 ) -> dict[str, dict[str, Path]]:  # fmt: skip
     """Every split (test, val, then train); returns ``{split: split_paths}``."""
     counts = {"test": test, "val": val, "train": train}
-    return {
-        split: generate_split(out, split, n, size=size, seed=seed, background=background, scale=scale)
-        for split, n in counts.items()
-    }
+    kwargs = {"size": size, "seed": seed, "background": background, "scale": scale, "layout": layout,
+              "max_objects": max_objects}  # fmt: skip
+    return {split: generate_split(out, split, n, **kwargs) for split, n in counts.items()}
 
 
 def settings(
     train: int, val: int, test: int, size: int, seed: int, background: str = BACKGROUND,
-    scale: tuple[float, float] = SCALE,
+    scale: tuple[float, float] = SCALE, layout: str = LAYOUT, max_objects: int = MAX_OBJECTS,
 ) -> dict[str, Any]:  # fmt: skip
     """What determines the generated files (hashed into the cache folder's name)."""
     import importlib.util
@@ -346,6 +385,8 @@ def settings(
         "seed": seed,
         "background": background,
         "scale": list(_scale(scale)),
+        "layout": layout,
+        "max_objects": max_objects,
         "emoji": copy_paste.emoji_available(),
         "garments": copy_paste.garments_available(),
         "photos": importlib.util.find_spec("skimage") is not None,  # else procedural backgrounds

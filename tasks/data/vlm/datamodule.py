@@ -431,7 +431,8 @@ class CopyPasteVQADataModule(LlavaDataModule):
         multi_turn: instruct-stage loss records (every split): per image ONE record with all its questions as
             consecutive turns (the image is encoded once for 2–5 answers); false: one record per question.
             Generation batches are single questions either way.
-        background / scale: the scenes' background style and object size range
+        background / scale / layout / max_objects: the scenes' background style, object size range, placement
+            (``scattered``: apart and whole; ``overlap``: the detection set's occluding piles) and most objects
             (:func:`~tasks.data.vlm.copy_paste_vqa.compose`).
     """
 
@@ -457,26 +458,33 @@ class CopyPasteVQADataModule(LlavaDataModule):
         multi_turn: bool = True,
         background: str = copy_paste_vqa.BACKGROUND,
         scale: tuple[float, float] | list[float] = copy_paste_vqa.SCALE,
+        layout: str = copy_paste_vqa.LAYOUT,
+        max_objects: int = copy_paste_vqa.MAX_OBJECTS,
     ) -> None:
         for key, value, minimum in (
             ("image_size", image_size, 32),
             ("train_images", train_images, 1),
             ("val_images", val_images, 1),
             ("test_images", test_images, 1),
+            ("max_objects", max_objects, 1),
         ):
             _integer(value, key, minimum)
         self.counts = {"train": train_images, "val": val_images, "test": test_images}
         self.image_size = image_size
         if background not in copy_paste_vqa.BACKGROUNDS:
             raise ConfigError(f"data.background={background!r} must be one of {copy_paste_vqa.BACKGROUNDS}")
+        if layout not in copy_paste_vqa.LAYOUTS:
+            raise ConfigError(f"data.layout={layout!r} must be one of {copy_paste_vqa.LAYOUTS}")
         try:
             self.scale = copy_paste_vqa._scale(scale)
         except ConfigError as exc:
             raise ConfigError(f"data.{exc}") from None
         self.background, self.multi_turn = background, bool(multi_turn)
+        self.layout, self.max_objects = layout, max_objects
         settings = copy_paste_vqa.settings(
-            train_images, val_images, test_images, image_size, seed, background=background, scale=self.scale
-        )
+            train_images, val_images, test_images, image_size, seed, background=background, scale=self.scale,
+            layout=layout, max_objects=max_objects,
+        )  # fmt: skip
         self.settings_hash = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         directory = root  # `root` itself stays as given (the saved hyperparameter; None: this hash)
         if directory is None:
@@ -505,7 +513,7 @@ class CopyPasteVQADataModule(LlavaDataModule):
         for split in missing:
             copy_paste_vqa.generate_split(
                 self.root, split, self.counts[split], size=self.image_size, seed=self.seed,
-                background=self.background, scale=self.scale,
+                background=self.background, scale=self.scale, layout=self.layout, max_objects=self.max_objects,
             )  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:

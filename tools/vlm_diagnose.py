@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Where a ``task=vlm`` model fails to use its images: two time-boxed experiments on the training data of a config.
+
+``probe``: the vision tower and projector alone, trained for ``--seconds`` to predict each image's object count
+(the ``How many objects are there?`` answer of its record) from the mean of its image tokens through one linear
+layer; prints the held-out count accuracy against the majority answer. It bounds what the tower can learn from the
+data in the time, without a language model in the way. ``--save`` keeps the tower and projector.
+
+``couple``: the whole model trained on the config's training records for ``--seconds`` (AdamW at ``model.optim.lr``,
+cosine to 0.1×), optionally from a probed tower (``--tower``) and with the language model frozen for the first
+``--freeze-language`` seconds; prints the validation loss with the real images and with every image blank, and the
+greedy answers' exact match per question type both ways (first ``--eval-batches`` generation batches).
+
+    python tools/vlm_diagnose.py probe --seconds 60 --save tower.pt -- data.background=flat
+    python tools/vlm_diagnose.py couple --seconds 150 --tower tower.pt -- data.background=flat
+
+Overrides after ``--`` are Hydra overrides of ``task=vlm``. Single process, CPU or one GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+from zoo.vision_language import image_token_count
+
+COUNT = re.compile(rb"How many objects are there\?\nASSISTANT: (\d+)")
+
+
+def build(overrides: list[str]):
+    """The task and datamodule of ``task=vlm`` with ``overrides`` (set up), built as the runner does."""
+    from omegaconf import OmegaConf
+
+    from tasks.app.entry_points import _compose
+    from tasks.app.runner import task_kwargs
+    from zoo.registries import DATA, TASK
+
+    cfg = _compose(["task=vlm", *overrides], [])
+    plain = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("task", "model", "vlm", "data")}
+    data = dict(plain["data"])
+    datamodule = DATA.get(data.pop("name"))(**data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return TASK.get(plain["task"]["name"])(**task_kwargs(plain)), datamodule, plain
+
+
+def count_of(sample: dict) -> int | None:
+    """The count answer in a training sample's tokens (None when it asks none)."""
+    match = COUNT.search(bytes(t for t in sample["input_ids"] if t < 256))
+    return int(match.group(1)) if match else None
+
+
+def probe(args: argparse.Namespace) -> dict:
+    task, datamodule, plain = build(args.overrides)
+    model = task.model
+    train, val = datamodule.sets["train"], datamodule.sets["val"]
+    train_ids = [i for i in range(len(train)) if count_of(train.sample(i)) is not None]
+    val_ids = [i for i in range(len(val)) if count_of(val.sample(i)) is not None][:256]
+    head = torch.nn.Linear(plain["model"]["config"]["language_model"]["config"]["hidden_size"], 16)
+    params = [*model.vision_parameters(), *model.projector_parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=args.lr)
+
+    def logits_and_counts(dataset, ids):
+        samples = [dataset.sample(i) for i in ids]
+        pixels = torch.cat([s["tiles"] for s in samples])
+        grids = torch.tensor([g for s in samples for g in s["grids"]]).reshape(-1, 2)
+        features = model.encode_images(pixels, grids)
+        tokens = [sum(image_token_count(tuple(g), model.patches_per_tile) for g in s["grids"]) for s in samples]
+        pooled = torch.stack([f.mean(0) for f in features.split(tokens)])
+        return head(pooled), torch.tensor([count_of(s) for s in samples])
+
+    rng, start, steps = np.random.default_rng(0), time.time(), 0
+    while time.time() - start < args.seconds:
+        logits, counts = logits_and_counts(train, rng.choice(train_ids, args.batch, replace=False).tolist())
+        loss = torch.nn.functional.cross_entropy(logits, counts)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        steps += 1
+    with torch.no_grad():
+        model.eval()
+        logits, counts = logits_and_counts(val, val_ids)
+    result = {
+        "steps": steps,
+        "val_count_acc": float((logits.argmax(-1) == counts).float().mean()),
+        "majority": float(np.bincount(counts.numpy()).max() / len(counts)),
+    }
+    if args.save:
+        torch.save({"vision_tower": model.vision_tower.state_dict(),
+                    "projector": model.multi_modal_projector.state_dict()}, args.save)  # fmt: skip
+    print(result)
+    return result
+
+
+def couple(args: argparse.Namespace) -> dict:
+    from tasks.data.vlm import normalize_answer
+
+    task, datamodule, plain = build(args.overrides)
+    _, blind, _ = build([*args.overrides, "vlm.blind=true"])
+    if args.tower:
+        state = torch.load(args.tower)
+        task.model.vision_tower.load_state_dict(state["vision_tower"])
+        task.model.multi_modal_projector.load_state_dict(state["projector"])
+    lr = float(plain["model"]["optim"]["lr"])
+    params = [p for p in task.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
+    language = list(task.model.language_parameters())
+    start, steps = time.time(), 0
+    while time.time() - start < args.seconds:
+        for batch in datamodule.train_dataloader():
+            elapsed = time.time() - start
+            frozen = elapsed < args.freeze_language
+            for p in language:
+                p.requires_grad_(not frozen)
+            ce, aux = task._loss(batch)
+            loss = ce if aux is None or frozen else ce + aux
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, elapsed / args.seconds))))
+            optimizer.step()
+            steps += 1
+            if time.time() - start >= args.seconds:
+                break
+    task.eval()
+
+    @torch.no_grad()
+    def val_loss(dm) -> float:
+        total = tokens = 0
+        for batch in dm.val_dataloader():
+            ce, _ = task._loss(batch)
+            n = int((batch["labels"] != -100).sum())
+            total, tokens = total + float(ce) * n, tokens + n
+        return total / tokens
+
+    def accuracy(dm) -> dict[str, float]:
+        hits = collections.defaultdict(list)
+        for index, batch in enumerate(dm.generation_dataloader("val")):
+            if index >= args.eval_batches:
+                break
+            for answer, truth, kind in zip(task.answer(batch), batch["answers"], batch["types"], strict=True):
+                hits[kind].append(normalize_answer(answer) == normalize_answer(truth))
+        return {kind: round(float(np.mean(v)), 3) for kind, v in sorted(hits.items())}
+
+    result = {"steps": steps, "val_loss": val_loss(datamodule), "val_loss_blank": val_loss(blind),
+              "acc": accuracy(datamodule), "acc_blank": accuracy(blind)}  # fmt: skip
+    print(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], usage="%(prog)s {probe,couple} [options] -- [overrides]"
+    )
+    parser.add_argument("mode", choices=("probe", "couple"))
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--lr", type=float, default=3e-3, help="probe: AdamW learning rate")
+    parser.add_argument("--batch", type=int, default=16, help="probe: images per step")
+    parser.add_argument("--save", help="probe: write the trained tower and projector here")
+    parser.add_argument("--tower", help="couple: start from a probed tower and projector")
+    parser.add_argument("--freeze-language", type=float, default=0.0, help="couple: seconds with the LM frozen")
+    parser.add_argument("--eval-batches", type=int, default=6, help="couple: generation batches scored")
+    parser.add_argument("--threads", type=int, default=2)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.overrides = argv[split + 1 :]  # Hydra overrides of task=vlm
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return probe(args) if args.mode == "probe" else couple(args)
+
+
+if __name__ == "__main__":
+    main()
