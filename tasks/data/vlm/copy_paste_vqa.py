@@ -1,9 +1,10 @@
 """A generated visual-question-answering set in LLaVA format, from the copy-paste scenes of
 :mod:`tasks.data.copy_paste`.
 
-Each image is a :func:`~tasks.data.copy_paste.compose` scene (1–6 garments / emoji pasted onto a photo, occluded
-objects dropped as that module annotates them); with probability :data:`DETAIL_PROBABILITY` one extra **small
-object** is pasted where it touches no visible object. Every visible object (the small one included) is named by
+Each image is a :func:`compose` scene: by default (``layout="scattered"``) 1–5 garments / emoji pasted apart and
+whole onto a photo; ``layout="overlap"`` piles 1–6 with occlusion as :func:`tasks.data.copy_paste.compose` does
+(occluded objects dropped as that module annotates them). With probability :data:`DETAIL_PROBABILITY` one extra
+**small object** is pasted where it touches no visible object. Every visible object (the small one included) is named by
 :data:`NAMES` (one lowercase word per category). Per image the set holds one caption record
 (``"<image>\\nDescribe the image."`` → ``"a trouser, an animal, a bag"``, the objects by the left edge of their
 boxes) and one record per question (``type`` one of :data:`QUESTION_TYPES`):
@@ -11,7 +12,7 @@ boxes) and one record per question (``type`` one of :data:`QUESTION_TYPES`):
 =========== =================================== ==============================================================
 type        question                            answer
 =========== =================================== ==============================================================
-count       How many objects are there?         the number of visible objects, ``"1"`` … ``"7"``
+count       How many objects are there?         the visible objects, ``"1"`` … ``"6"`` (``"7"`` piled)
 presence    Is there a {name}?                  ``"yes"`` on odd image indices, ``"no"`` on even (exactly 50/50)
 leftmost    Which object is leftmost?           the name of the object of the smallest box ``x``; not asked
                                                 when the two leftmost boxes start within :func:`gap` pixels
