@@ -95,3 +95,19 @@ def test_fla_benchmark_without_fla(tmp_path):
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "needs fla" in done.stderr and "pip install -e '.[bench]'" in done.stderr and "--without-fla" in done.stderr
+
+
+def test_a_transformers_that_cannot_import_its_minimax_model_names_the_pin(monkeypatch):
+    import types
+
+    from zoo.interop import minimax
+
+    class Broken(types.ModuleType):  # transformers ≥ 5.25 beside our kernels/: the lazy class import fails
+        __version__ = "5.25.0"
+
+        def __getattr__(self, name):
+            raise ImportError("cannot import name 'CUDAProperties' from 'kernels'")
+
+    monkeypatch.setitem(sys.modules, "transformers", Broken("transformers"))
+    with pytest.raises(MissingExtraError, match=r"transformers 5\.25\.0 .*'kernels'.*transformers < 5\.25"):
+        minimax._transformers()

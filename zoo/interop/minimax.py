@@ -40,7 +40,17 @@ LAYER_TYPES = {"lightning": "linear_attention", "softmax": "full_attention"}
 
 def _transformers():
     transformers = require("transformers", "hf", needed_for="Hugging Face interop (zoo.interop.minimax)")
-    if not hasattr(transformers, "MiniMaxForCausalLM"):
+    try:
+        found = hasattr(transformers, "MiniMaxForCausalLM")
+    except ImportError as exc:  # transformers ≥ 5.25 imports Hugging Face's `kernels`, shadowed by ours
+        raise MissingExtraError(
+            f"transformers {transformers.__version__} fails to import its MiniMax model ({exc}): from 5.25 it imports "
+            f"Hugging Face's 'kernels' package, which this project's kernels/ package shadows; install the [hf] "
+            f"extra (transformers < 5.25): {install_hint('hf')}",
+            extra="hf",
+            module="transformers",
+        ) from exc
+    if not found:
         raise MissingExtraError(
             f"Hugging Face interop needs transformers ≥ 5 with MiniMax, found {transformers.__version__}; install the "
             f"[hf] extra: {install_hint('hf')}",
