@@ -301,6 +301,18 @@ def paste(canvas: np.ndarray, sprite: Sprite, x: int, y: int) -> np.ndarray:
     return mask
 
 
+def draw_object(
+    bank: ObjectBank, rng: np.random.Generator, size: int, scale: tuple[float, float] = SCALE
+) -> tuple[int, Sprite]:
+    """A random object of ``bank`` whose longer side is ``scale[0]`` … ``scale[1]`` of ``size`` (at least 4 px),
+    mirrored left-right with probability 1/2: ``(category_id, sprite)``."""
+    longer = max(4, int(size * (scale[0] + (scale[1] - scale[0]) * rng.random())))
+    category, sprite = bank.sample(rng, longer)
+    if rng.random() < 0.5:
+        sprite = Sprite(sprite.rgb[:, ::-1], sprite.alpha[:, ::-1], sprite.mask[:, ::-1])
+    return category, sprite
+
+
 def compose(
     bank: ObjectBank,
     rng: np.random.Generator,
@@ -315,10 +327,7 @@ def compose(
     canvas = (background or make_background)(rng, size).astype(np.float32)
     objects: list[list] = []  # [category, mask, full area]
     for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
-        longer = max(4, int(size * (scale[0] + (scale[1] - scale[0]) * rng.random())))
-        category, sprite = bank.sample(rng, longer)
-        if rng.random() < 0.5:
-            sprite = Sprite(sprite.rgb[:, ::-1], sprite.alpha[:, ::-1], sprite.mask[:, ::-1])
+        category, sprite = draw_object(bank, rng, size, scale)
         h, w = sprite.mask.shape
         y, x = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
         mask = paste(canvas, sprite, x, y)

@@ -159,14 +159,10 @@ def compose(
     canvas = make(rng, size).astype(np.float32)
     taken = np.zeros((size, size), dtype=bool)
     visible: list[tuple[int, np.ndarray]] = []
-    lo, hi = scale
     for _ in range(int(rng.integers(1, max_objects + 1))):
-        longer = max(4, int(size * (lo + (hi - lo) * rng.random())))
-        category, sprite = bank.sample(rng, longer)
+        category, sprite = copy_paste.draw_object(bank, rng, size, scale)
         if not sprite.mask.any():
             continue
-        if rng.random() < 0.5:
-            sprite = copy_paste.Sprite(sprite.rgb[:, ::-1], sprite.alpha[:, ::-1], sprite.mask[:, ::-1])
         h, w = sprite.mask.shape
         bx, by, bw, bh = mask_bbox(sprite.mask)  # the object's box inside its sprite
         for _ in range(PLACEMENT_TRIES):
