@@ -20,7 +20,8 @@ What a replay needs, and what :class:`GraphedStep` takes care of:
 The graphed step equals the eager one up to the kernels' own non-determinism (same kernels, same order). It
 falls back to eager, with one warning, where a graph cannot run (the CPU, a loss that synchronises with the
 host, a capture error); it also runs eagerly the first time it sees a signature, and captures on the second, so
-shapes seen once cost no capture.
+shapes seen once cost no capture. A failed capture leaves the CUDA generators as they were before it
+(:func:`release_generators`): otherwise any later random draw on the device, Inductor's autotuning included, fails.
 """
 
 from __future__ import annotations
@@ -36,10 +37,25 @@ from torch import nn
 
 from zoo.parallel.clip import clip_grad_norm_
 
-__all__ = ["GraphedStep", "LossFn"]
+__all__ = ["GraphedStep", "LossFn", "release_generators"]
 
 LossFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 """``fn(inputs) -> (loss, metrics)``: a scalar loss and named scalar tensors, from a dict of tensors."""
+
+
+def release_generators() -> None:
+    """Take every CUDA device's default generator out of capture mode, its seed and offset kept.
+
+    A capture marks each default generator as capturing at its start and unmarks it at its end, but a capture that
+    fails (a host read, an illegal call) raises from ``capture_end`` before the unmarking: from then on every random
+    draw on the device outside a capture fails with "Offset increment outside graph capture encountered
+    unexpectedly" (Inductor's autotuning draws random inputs, so a later ``torch.compile`` fails too). Swapping in
+    a clone of the generator's state, which is not capturing, restores it.
+    """
+    if not torch.cuda.is_initialized():
+        return
+    for generator in torch.cuda.default_generators:
+        generator.graphsafe_set_state(generator.clone_state())
 
 
 class _Graph:
@@ -202,6 +218,7 @@ class GraphedStep:
                 RuntimeWarning,
                 stacklevel=3,
             )
+            release_generators()
             self.enabled = False
             self.reset()
             for p in self.params:
