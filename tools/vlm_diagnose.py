@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Where a ``task=vlm`` model fails to use its images: two time-boxed experiments on the training data of a config.
 
-``probe``: the vision tower and projector alone, trained for ``--seconds`` to predict each image's object count
-(the ``How many objects are there?`` answer of its record) from the mean of its image tokens through one linear
-layer; prints the held-out count accuracy against the majority answer. It bounds what the tower can learn from the
-data in the time, without a language model in the way. ``--save`` keeps the tower and projector.
+``probe``: the vision tower and projector alone, trained for ``--seconds`` to predict from the mean of an image's
+tokens through one linear layer either its object count (``--target count``: the ``How many objects are there?``
+answer of its record; prints the held-out accuracy against the majority answer) or the object names of its caption
+(``--target names``: one binary label per name, on the caption records; prints the held-out AUROC per name). It
+bounds what the tower can learn from the data in the time, without a language model in the way. ``--save`` keeps
+the tower and projector.
 
 ``couple``: the whole model trained on the config's training records for ``--seconds`` (AdamW at ``model.optim.lr``,
 cosine to 0.1×), optionally from a probed tower (``--tower``) and with the language model frozen for the first
@@ -13,6 +15,7 @@ greedy answers' exact match per question type both ways (first ``--eval-batches`
 
     python tools/vlm_diagnose.py probe --seconds 60 --save tower.pt -- data.background=flat
     python tools/vlm_diagnose.py couple --seconds 150 --tower tower.pt -- data.background=flat
+    python tools/vlm_diagnose.py probe --target names --seconds 200 --save names.pt -- model=vlm_tiny_convnet
 
 Overrides after ``--`` are Hydra overrides of ``task=vlm``. Single process, CPU or one GPU.
 """
@@ -35,6 +38,7 @@ import torch
 from zoo.vision_language import image_token_count
 
 COUNT = re.compile(rb"How many objects are there\?\nASSISTANT: (\d+)")
+CAPTION = re.compile(rb"Describe the image\.\nASSISTANT: ([^\n]*)")
 
 
 def build(overrides: list[str]):
@@ -60,7 +64,18 @@ def count_of(sample: dict) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def names_of(sample: dict, names: list[str]) -> torch.Tensor | None:
+    """``float [len(names)]``: which names a caption sample's answer lists (None when it is no caption)."""
+    match = CAPTION.search(bytes(t for t in sample["input_ids"] if t < 256))
+    if match is None:
+        return None
+    listed = {item.split()[-1] for item in match.group(1).decode().split(", ") if item}
+    return torch.tensor([float(name in listed) for name in names])
+
+
 def probe(args: argparse.Namespace) -> dict:
+    if args.target == "names":
+        return probe_names(args)
     task, datamodule, plain = build(args.overrides)
     model = task.model
     train, val = datamodule.sets["train"], datamodule.sets["val"]
@@ -95,6 +110,50 @@ def probe(args: argparse.Namespace) -> dict:
         "val_count_acc": float((logits.argmax(-1) == counts).float().mean()),
         "majority": float(np.bincount(counts.numpy()).max() / len(counts)),
     }
+    if args.save:
+        torch.save({"vision_tower": model.vision_tower.state_dict(),
+                    "projector": model.multi_modal_projector.state_dict()}, args.save)  # fmt: skip
+    print(result)
+    return result
+
+
+def probe_names(args: argparse.Namespace) -> dict:
+    from torchmetrics.functional.classification import multilabel_auroc
+
+    from tasks.data.vlm.copy_paste_vqa import NAMES
+
+    names = sorted(set(NAMES.values()))
+    task, datamodule, plain = build([*args.overrides, "vlm.stage=align"])
+    model = task.model
+    train, val = datamodule.sets["train"], datamodule.sets["val"]
+    head = torch.nn.Linear(plain["model"]["config"]["language_model"]["config"]["hidden_size"], len(names))
+    params = [*model.vision_parameters(), *model.projector_parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
+    cache: dict[tuple[int, int], dict] = {}
+
+    def logits_and_labels(dataset, ids):
+        samples = [cache.setdefault((id(dataset), i), dataset.sample(i)) for i in ids]
+        pixels = torch.cat([s["tiles"] for s in samples])
+        grids = torch.tensor([g for s in samples for g in s["grids"]]).reshape(-1, 2)
+        features = model.encode_images(pixels, grids)
+        tokens = [sum(image_token_count(tuple(g), model.patches_per_tile) for g in s["grids"]) for s in samples]
+        pooled = torch.stack([f.mean(0) for f in features.split(tokens)])
+        return head(pooled), torch.stack([names_of(s, names) for s in samples])
+
+    rng, start, steps = np.random.default_rng(0), time.time(), 0
+    while time.time() - start < args.seconds:
+        logits, labels = logits_and_labels(train, rng.choice(len(train), args.batch, replace=False).tolist())
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        steps += 1
+    with torch.no_grad():
+        model.eval()
+        logits, labels = logits_and_labels(val, list(range(min(len(val), 256))))
+    auroc = multilabel_auroc(logits, labels.long(), num_labels=len(names), average="none")
+    result = {"steps": steps, "val_auroc": {n: round(float(a), 3) for n, a in zip(names, auroc, strict=True)},
+              "val_auroc_mean": round(float(auroc.mean()), 3)}  # fmt: skip
     if args.save:
         torch.save({"vision_tower": model.vision_tower.state_dict(),
                     "projector": model.multi_modal_projector.state_dict()}, args.save)  # fmt: skip
@@ -165,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("mode", choices=("probe", "couple"))
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--target", choices=("count", "names"), default="count", help="probe: what is predicted")
     parser.add_argument("--lr", type=float, default=3e-3, help="probe: AdamW learning rate")
     parser.add_argument("--batch", type=int, default=16, help="probe: images per step")
     parser.add_argument("--save", help="probe: write the trained tower and projector here")

@@ -9,6 +9,7 @@ import torch
 
 from tasks.app.runner import build, train
 from tasks.data.vlm import QUESTION_TYPES
+from tasks.data.vlm.copy_paste_vqa import NAMES
 from tasks.vlm import VLMTask, load_warm_start
 from tests.conftest import ROOT, run_tool
 from zoo.errors import ConfigError
@@ -126,6 +127,9 @@ def test_the_diagnostic_tool_probes_the_tower_and_couples_it(tmp_path):
     tower, threads = tmp_path / "tower.pt", str(torch.get_num_threads())
     probed = tool.main(["probe", "--seconds", "0.5", "--save", str(tower), "--threads", threads, "--", *data])
     assert probed["steps"] >= 1 and 0.0 <= probed["val_count_acc"] <= 1.0 and 0.0 < probed["majority"] <= 1.0
+    named = tool.main(["probe", "--target", "names", "--seconds", "0.5", "--threads", threads, "--", *data])
+    assert named["steps"] >= 1 and all(0.0 <= a <= 1.0 for a in named["val_auroc"].values() if a == a)
+    assert set(named["val_auroc"]) == set(NAMES.values())
     args = ["--seconds", "0.5", "--tower", str(tower), "--eval-batches", "1", "--threads", threads]
     coupled = tool.main(["couple", *args, "--", *data])
     assert coupled["steps"] >= 1 and coupled["val_loss"] > 0 and coupled["val_loss_blank"] > 0
