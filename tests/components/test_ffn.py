@@ -373,6 +373,24 @@ def test_bench_runs_on_cpu(tmp_path):
     assert all(r["tokens_per_s"] > 0 for r in rows.values()) and rows["dense"]["ratio_vs_dense"] == 1.0
 
 
+def test_bench_profile_splits_the_step_by_kind_of_op(tmp_path):
+    """``--profile``: each row's step time by category; the dense SwiGLU's includes its GEMMs, the MoE's its routing."""
+    spec = importlib.util.spec_from_file_location("bench_moe", ROOT / "tools/bench/moe.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--device", "cpu", "--tokens", "64", "--dim", "32", "--hidden", "64", "--experts", "4", "--profile"]
+    rows = {
+        r["impl"]: r for r in bench.main([*argv, "--warmup", "0", "--repeats", "2", "--impls", "grouped_mm"])["rows"]
+    }
+    assert set(rows) == {"dense", "grouped_mm"}
+    for row in rows.values():
+        assert set(row["profile_ms"]) == set(bench.CATEGORIES) and all(v >= 0 for v in row["profile_ms"].values())
+        assert row["profile_ms"]["gemm"] > 0 and row["profile_ms"]["elementwise"] > 0
+    assert rows["grouped_mm"]["profile_ms"]["routing"] > 0 and rows["dense"]["profile_ms"]["routing"] == 0
+    assert bench.op_category("aten::_grouped_mm") == "gemm" and bench.op_category("aten::topk") == "routing"
+    assert bench.op_category("aten::silu_backward") == "elementwise" and bench.op_category("aten::foo") == "other"
+
+
 def test_empty_input():
     module = make_moe(experts=5, capacity_factor=1.0)
     y = module(torch.zeros(2, 0, 16, dtype=torch.float64))

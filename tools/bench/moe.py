@@ -17,6 +17,11 @@ gradient; the MoE's auxiliary ``loss`` is back-propagated too): the median of ``
 Parameters and inputs are in ``--dtype`` (bf16 by default; the router always computes in fp32). TFLOP/s counts
 the expert (or dense) matrix products only: 3 × 2 × tokens × 3 · dim · top_k · hidden for forward + backward.
 ``rel_err_vs_loop`` is ‖y − y_loop‖ / ‖y_loop‖ of the layer output on the same weights and input.
+
+With ``--profile`` each row also gets ``profile_ms``: the device time of one step (CPU time on the CPU), from
+``torch.profiler`` over ``--repeats`` steps, split by :func:`op_category` into ``gemm`` (dense and grouped matrix
+products), ``routing`` (top-k, sorts, counts, gathers and scatters), ``elementwise`` (activations, products, sums,
+casts, copies) and ``other`` — where the MoE's time goes besides its GEMMs.
 """
 
 from __future__ import annotations
@@ -38,6 +43,20 @@ from zoo.ffn import MoE, SwiGLU, grouped_mm_available
 from zoo.io import write_json
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+CATEGORIES = ("gemm", "routing", "elementwise", "other")
+# fmt: off
+_GEMM = frozenset({"mm", "bmm", "addmm", "matmul", "_grouped_mm", "linear"})
+_ROUTING = frozenset({
+    "topk", "sort", "argsort", "bincount", "histc", "cumsum", "gather", "scatter", "scatter_", "scatter_add",
+    "scatter_add_", "index_select", "index_add", "index_add_", "index", "index_put_", "_index_put_impl_", "nonzero",
+    "repeat_interleave", "searchsorted", "arange", "floor_divide",
+})
+_ELEMENTWISE = frozenset({
+    "mul", "add", "sub", "div", "silu", "silu_backward", "sigmoid", "sigmoid_backward", "softmax", "_softmax",
+    "_softmax_backward_data", "logsumexp", "sum", "mean", "copy_", "to", "_to_copy", "fill_", "zero_", "neg", "exp",
+    "log", "pow", "where", "clamp", "masked_fill", "cat",
+})
+# fmt: on
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true", help="split each row's step time by kind of op")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     return parser.parse_args(argv)
 
@@ -79,6 +99,36 @@ def time_step(step: Callable[[], None], device: torch.device, warmup: int, repea
             step()
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def op_category(name: str) -> str:
+    """The :data:`CATEGORIES` entry of an ``aten::`` op name (``other`` for anything unlisted)."""
+    op = name.removeprefix("aten::")
+    for category, ops in (("gemm", _GEMM), ("routing", _ROUTING), ("elementwise", _ELEMENTWISE)):
+        if op in ops:
+            return category
+    return "other"
+
+
+def profile_step(step: Callable[[], None], device: torch.device, repeats: int) -> dict[str, float]:
+    """Milliseconds per ``step`` by :data:`CATEGORIES`: the self device time (CPU time on the CPU) of every
+    ``aten::`` op over ``repeats`` profiled steps, after one unprofiled step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(max(repeats, 1)):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    totals = dict.fromkeys(CATEGORIES, 0.0)
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        us = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+        totals[op_category(event.key)] += us / 1e3 / max(repeats, 1)
+    return totals
 
 
 def make_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
@@ -132,7 +182,8 @@ def run(args: argparse.Namespace) -> dict:
                 outputs[name] = module(x).float()
     rows = []
     for name, module in modules.items():
-        seconds = time_step(make_step(module, x, grad), device, args.warmup, args.repeats)
+        step = make_step(module, x, grad)
+        seconds = time_step(step, device, args.warmup, args.repeats)
         row = {
             "impl": name,
             "ms": seconds * 1e3,
@@ -144,6 +195,8 @@ def run(args: argparse.Namespace) -> dict:
             row["rel_err_vs_loop"] = float((outputs[name] - ref).norm() / ref.norm())
         if not name.startswith("dense"):
             row["dropped_fraction"] = float(module.dropped_fraction)
+        if args.profile:
+            row["profile_ms"] = profile_step(step, device, args.repeats)
         rows.append(row)
     for row in rows:
         row["ratio_vs_dense"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
@@ -165,6 +218,11 @@ def run(args: argparse.Namespace) -> dict:
             f"| {r['impl']} | {r['ms']:.3f} | {r['tokens_per_s']:,.0f} | {r['tflops']:.2f} | "
             f"{r['ratio_vs_dense']:.3f} | {err} |"
         )
+    if args.profile:
+        print(f"\n| impl | {' | '.join(f'{c} ms' for c in CATEGORIES)} |")
+        print("|---|" + "---|" * len(CATEGORIES))
+        for r in rows:
+            print(f"| {r['impl']} | " + " | ".join(f"{r['profile_ms'][c]:.3f}" for c in CATEGORIES) + " |")
     if args.output:
         write_json(args.output, result)
     return result
