@@ -389,6 +389,7 @@ def test_bench_profile_splits_the_step_by_kind_of_op(tmp_path):
     assert rows["grouped_mm"]["profile_ms"]["routing"] > 0 and rows["dense"]["profile_ms"]["routing"] == 0
     assert bench.op_category("aten::_grouped_mm") == "gemm" and bench.op_category("aten::topk") == "routing"
     assert bench.op_category("aten::silu_backward") == "elementwise" and bench.op_category("aten::foo") == "other"
+    assert bench.op_category("triton_poi_fused_mul_silu_0") == "elementwise"
 
 
 def test_empty_input():

@@ -21,7 +21,7 @@ the expert (or dense) matrix products only: 3 × 2 × tokens × 3 · dim · top_
 With ``--profile`` each row also gets ``profile_ms``: the device time of one step (CPU time on the CPU), from
 ``torch.profiler`` over ``--repeats`` steps, split by :func:`op_category` into ``gemm`` (dense and grouped matrix
 products), ``routing`` (top-k, sorts, counts, gathers and scatters), ``elementwise`` (activations, products, sums,
-casts, copies) and ``other`` — where the MoE's time goes besides its GEMMs.
+casts, copies; in a compiled row, Inductor's fused kernels) and ``other`` — where the MoE's time goes besides its GEMMs.
 """
 
 from __future__ import annotations
@@ -102,7 +102,11 @@ def time_step(step: Callable[[], None], device: torch.device, warmup: int, repea
 
 
 def op_category(name: str) -> str:
-    """The :data:`CATEGORIES` entry of an ``aten::`` op name (``other`` for anything unlisted)."""
+    """The :data:`CATEGORIES` entry of an ``aten::`` op name or of an Inductor kernel (``triton_poi_…``,
+    ``triton_red_…``, ``triton_per_…``: fused pointwise and reduction work, ``elementwise``); ``other`` for anything
+    unlisted."""
+    if name.startswith("triton_"):
+        return "elementwise"
     op = name.removeprefix("aten::")
     for category, ops in (("gemm", _GEMM), ("routing", _ROUTING), ("elementwise", _ELEMENTWISE)):
         if op in ops:
@@ -112,7 +116,8 @@ def op_category(name: str) -> str:
 
 def profile_step(step: Callable[[], None], device: torch.device, repeats: int) -> dict[str, float]:
     """Milliseconds per ``step`` by :data:`CATEGORIES`: the self device time (CPU time on the CPU) of every
-    ``aten::`` op over ``repeats`` profiled steps, after one unprofiled step."""
+    ``aten::`` op and every Inductor kernel (a compiled module's fused work) over ``repeats`` profiled steps, after
+    one unprofiled step."""
     from torch.profiler import ProfilerActivity, profile
 
     step()
@@ -124,7 +129,7 @@ def profile_step(step: Callable[[], None], device: torch.device, repeats: int) -
             torch.cuda.synchronize(device)
     totals = dict.fromkeys(CATEGORIES, 0.0)
     for event in prof.key_averages():
-        if not event.key.startswith("aten::"):
+        if not event.key.startswith(("aten::", "triton_")):
             continue
         us = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
         totals[op_category(event.key)] += us / 1e3 / max(repeats, 1)
