@@ -11,7 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.ffn import MoE, SwiGLU, capacity_mask, expert_capacity, load_balancing_loss, router_z_loss
+from zoo.ffn import (
+    MoE,
+    SwiGLU,
+    capacity_mask,
+    expert_capacity,
+    fused_available,
+    load_balancing_loss,
+    router_z_loss,
+)
 from zoo.registries import FFN
 
 CUDA = torch.cuda.is_available()
@@ -94,11 +102,13 @@ def test_moe_matches_per_token_reference(experts, top_k, shape):
     assert math.isclose(float(module.expert_load.sum()), 1.0, abs_tol=1e-6)
 
 
+@pytest.mark.parametrize("impl", ["grouped_mm", "fused"])
 @pytest.mark.parametrize(("experts", "top_k"), [(4, 2), (5, 1), (5, 2)])
-def test_grouped_mm_matches_loop_on_cpu(experts, top_k):
-    """``grouped_mm`` also runs on the CPU (fp32) in torch ≥ 2.10: forward and all gradients equal the loop."""
+def test_grouped_mm_matches_loop_on_cpu(experts, top_k, impl):
+    """``grouped_mm`` also runs on the CPU (fp32) in torch ≥ 2.10: forward and all gradients equal the loop (and so
+    do ``"fused"``'s, here on its PyTorch reference; its Triton kernels: tests/kernels/test_moe.py)."""
     loop = make_moe(dim=16, hidden=24, experts=experts, top_k=top_k, dtype=torch.float32, impl="loop")
-    grouped = make_moe(dim=16, hidden=24, experts=experts, top_k=top_k, dtype=torch.float32, impl="grouped_mm")
+    grouped = make_moe(dim=16, hidden=24, experts=experts, top_k=top_k, dtype=torch.float32, impl=impl)
     grouped.load_state_dict(loop.state_dict())
     x = torch.randn(3, 7, 16)
     grad = torch.randn(3, 7, 16)
@@ -196,10 +206,10 @@ def test_capacity_hand_built_case():
     assert torch.allclose(y, naive_moe(module, x, capacity=2), atol=1e-14)
 
 
-@pytest.mark.parametrize("impl", ["loop", "grouped_mm", "dense"])
+@pytest.mark.parametrize("impl", ["loop", "grouped_mm", "fused", "dense"])
 @pytest.mark.parametrize(("experts", "top_k", "factor"), [(4, 2, 0.5), (5, 2, 1.0), (5, 1, 1.25), (4, 3, 0.3)])
 def test_capacity_matches_reference(impl, experts, top_k, factor):
-    dtype = torch.float32 if impl == "grouped_mm" else torch.float64
+    dtype = torch.float32 if impl in ("grouped_mm", "fused") else torch.float64
     module = make_moe(experts=experts, top_k=top_k, capacity_factor=factor, impl=impl, dtype=dtype)
     x = torch.randn(2, 13, 16, dtype=dtype)
     y = module(x)
@@ -280,10 +290,14 @@ def test_losses_computed_in_eval_and_jitter_only_in_training():
 def test_bad_keys_raise():
     with pytest.raises(ValueError, match=r"aux_loss_type 'gshrad'.*gshard, paper"):
         MoE(8, 8, aux_loss_type="gshrad")
-    with pytest.raises(ValueError, match=r"impl 'triton'.*auto, dense, grouped_mm, loop"):
+    with pytest.raises(ValueError, match=r"impl 'triton'.*auto, dense, fused, grouped_mm, loop"):
         MoE(8, 8, impl="triton")
     with pytest.raises(ValueError, match="multiples of 8"):
         MoE(12, 8, impl="grouped_mm")
+    with pytest.raises(ValueError, match="impl='fused' needs dim and hidden_dim to be multiples of 8"):
+        MoE(8, 12, impl="fused")
+    with pytest.raises(ValueError, match=r"MoE impl 'auto'. Valid choices: dense, fused, grouped_mm, loop"):
+        MoE(8, 8).experts(torch.zeros(2, 8), torch.zeros(2, 2, dtype=torch.long), torch.ones(2, 2), impl="auto")
     with pytest.raises(ValueError, match="top_k"):
         MoE(8, 8, num_experts=2, top_k=3)
     with pytest.raises(ValueError, match="aux_loss_type 'z'"):
@@ -332,14 +346,16 @@ def test_matches_hugging_face_minimax_block():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU: grouped_mm against the loop in bf16")
+@pytest.mark.parametrize("impl", ["grouped_mm", "fused"])
 @pytest.mark.parametrize("capacity_factor", [None, 1.0])
-def test_grouped_mm_matches_loop_bf16_cuda(capacity_factor):
+def test_grouped_mm_matches_loop_bf16_cuda(capacity_factor, impl):
     torch.manual_seed(0)
     kw = dict(num_experts=8, top_k=2, capacity_factor=capacity_factor, device="cuda", dtype=torch.bfloat16)
-    loop, grouped = MoE(64, 128, impl="loop", **kw), MoE(64, 128, impl="auto", **kw)
+    loop, grouped = MoE(64, 128, impl="loop", **kw), MoE(64, 128, impl=impl, **kw)
     grouped.load_state_dict(loop.state_dict())
     x = torch.randn(4, 257, 64, device="cuda", dtype=torch.bfloat16)
-    assert grouped.plan(x) == ("grouped_mm", torch.bfloat16)
+    auto = "fused" if fused_available() else "grouped_mm"
+    assert grouped.plan(x) == (impl, torch.bfloat16) and MoE(64, 128, **kw).plan(x) == (auto, torch.bfloat16)
     grad = torch.randn_like(x)
     results = []
     for module in (loop, grouped):
@@ -355,7 +371,7 @@ def test_grouped_mm_matches_loop_bf16_cuda(capacity_factor):
     fp32 = MoE(64, 128, **{**kw, "dtype": torch.float32})
     fp32.load_state_dict(loop.state_dict())
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        assert fp32.plan(x.float()) == ("grouped_mm", torch.bfloat16)
+        assert fp32.plan(x.float()) == (auto, torch.bfloat16)
         y = fp32(x.float())
     assert y.dtype == torch.float32
     assert (y - results[0][0].float()).norm() / y.norm() < 2e-2
@@ -369,7 +385,7 @@ def test_bench_runs_on_cpu(tmp_path):
     argv = ["--device", "cpu", "--tokens", "64", "--dim", "32", "--hidden", "64", "--experts", "4"]
     result = bench.main([*argv, "--warmup", "0", "--repeats", "1", "--output", str(out)])
     rows = {r["impl"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"dense", "loop", "grouped_mm"} and result["rows"]
+    assert set(rows) == {"dense", "loop", "grouped_mm", "fused"} and result["rows"]
     assert all(r["tokens_per_s"] > 0 for r in rows.values()) and rows["dense"]["ratio_vs_dense"] == 1.0
 
 
@@ -380,16 +396,44 @@ def test_bench_profile_splits_the_step_by_kind_of_op(tmp_path):
     spec.loader.exec_module(bench)
     argv = ["--device", "cpu", "--tokens", "64", "--dim", "32", "--hidden", "64", "--experts", "4", "--profile"]
     rows = {
-        r["impl"]: r for r in bench.main([*argv, "--warmup", "0", "--repeats", "2", "--impls", "grouped_mm"])["rows"]
+        r["impl"]: r
+        for r in bench.main([*argv, "--warmup", "0", "--repeats", "2", "--impls", "grouped_mm", "fused"])["rows"]
     }
-    assert set(rows) == {"dense", "grouped_mm"}
+    assert set(rows) == {"dense", "grouped_mm", "fused"}
     for row in rows.values():
         assert set(row["profile_ms"]) == set(bench.CATEGORIES) and all(v >= 0 for v in row["profile_ms"].values())
+        assert row["syncs_per_step"] == 0  # no CUDA runtime on the CPU
         assert row["profile_ms"]["gemm"] > 0 and row["profile_ms"]["elementwise"] > 0
     assert rows["grouped_mm"]["profile_ms"]["routing"] > 0 and rows["dense"]["profile_ms"]["routing"] == 0
     assert bench.op_category("aten::_grouped_mm") == "gemm" and bench.op_category("aten::topk") == "routing"
     assert bench.op_category("aten::silu_backward") == "elementwise" and bench.op_category("aten::foo") == "other"
     assert bench.op_category("triton_poi_fused_mul_silu_0") == "elementwise"
+    assert bench.op_category("_moe_swiglu_bwd_kernel") == "elementwise"
+    assert {bench.op_category(f"_moe_{name}_kernel") for name in ("dispatch", "combine", "combine_bwd")} == {"routing"}
+
+
+def test_bench_counts_host_syncs_inside_steps_only():
+    """``syncs_per_step`` counts the blocking CUDA runtime calls that start inside a step's range."""
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("bench_moe", ROOT / "tools/bench/moe.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cpu = torch.autograd.DeviceType.CPU
+
+    def event(name, start, end, device_type=cpu):
+        return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start, end=end), device_type=device_type)
+
+    events = [
+        event(bench.STEP_RANGE, 0, 10),
+        event("cudaStreamSynchronize", 3, 4),  # .item() in step 1
+        event("cudaLaunchKernel", 5, 6),
+        event(bench.STEP_RANGE, 20, 30),
+        event("cudaMemcpy", 21, 22),
+        event(bench.STEP_RANGE, 20, 30, torch.autograd.DeviceType.CUDA),  # the same range on the GPU timeline
+        event("cudaDeviceSynchronize", 35, 36),  # the profiler's own, after the steps
+    ]
+    assert bench.count_syncs(events) == 2
 
 
 def test_empty_input():

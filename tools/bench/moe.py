@@ -11,7 +11,9 @@ gradient; the MoE's auxiliary ``loss`` is back-propagated too): the median of ``
 * ``dense``: ``SwiGLU(dim, top_k · hidden)`` — the same active expert FLOPs per token as the MoE;
 * ``loop``: ``MoE(impl="loop")`` — one expert at a time (one host sync per step);
 * ``grouped_mm``: ``MoE(impl="grouped_mm")`` — two grouped GEMMs over all experts, no host sync;
-* with ``--compile``, ``dense+compile`` and ``grouped_mm+compile``: the same modules under
+* ``fused``: ``MoE(impl="fused")`` — the same grouped GEMMs with the permutation, SwiGLU, weighting and k-sum fused
+  into Triton kernels around them (:mod:`kernels.moe`; on the CPU its PyTorch reference);
+* with ``--compile``, ``dense+compile``, ``grouped_mm+compile`` and ``fused+compile``: the same modules under
   ``torch.compile(fullgraph=True)`` (the loop cannot compile: it reads the group sizes on the host).
 
 Parameters and inputs are in ``--dtype`` (bf16 by default; the router always computes in fp32). TFLOP/s counts
@@ -20,8 +22,13 @@ the expert (or dense) matrix products only: 3 × 2 × tokens × 3 · dim · top_
 
 With ``--profile`` each row also gets ``profile_ms``: the device time of one step (CPU time on the CPU), from
 ``torch.profiler`` over ``--repeats`` steps, split by :func:`op_category` into ``gemm`` (dense and grouped matrix
-products), ``routing`` (top-k, sorts, counts, gathers and scatters), ``elementwise`` (activations, products, sums,
-casts, copies; in a compiled row, Inductor's fused kernels) and ``other`` — where the MoE's time goes besides its GEMMs.
+products), ``routing`` (top-k, sorts, counts, gathers and scatters; :mod:`kernels.moe`'s row-moving kernels
+``_moe_dispatch_kernel``, ``_moe_combine_kernel``, ``_moe_combine_bwd_kernel``, which also weight and sum over the k
+slots), ``elementwise`` (activations, products, sums, casts, copies; in a compiled row, Inductor's fused kernels;
+``_moe_swiglu_*`` kernels) and ``other`` — where the MoE's time goes besides its GEMMs — and ``syncs_per_step``: the
+host synchronisations per step, CPU-side CUDA runtime calls that block the host (:data:`SYNC_EVENTS`; a device-to-host
+copy such as ``.item()`` or ``.tolist()`` is a ``cudaMemcpyAsync`` followed by a ``cudaStreamSynchronize``) issued
+inside a step (0 on the CPU).
 """
 
 from __future__ import annotations
@@ -57,6 +64,10 @@ _ELEMENTWISE = frozenset({
     "log", "pow", "where", "clamp", "masked_fill", "cat",
 })
 # fmt: on
+#: CUDA runtime calls that block the host until the device catches up (``cudaMemcpy`` is the synchronous copy).
+SYNC_EVENTS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"})
+STEP_RANGE = "moe_bench_step"
+IMPLS = ("loop", "grouped_mm", "fused")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,9 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=16384)
     parser.add_argument("--capacity-factor", type=float, default=None, help="default: dropless")
-    parser.add_argument("--impls", nargs="+", default=["loop", "grouped_mm"], choices=["loop", "grouped_mm"])
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     parser.add_argument(
-        "--compile", action="store_true", help="also time torch.compile'd dense and grouped_mm (fullgraph)"
+        "--compile", action="store_true", help="also time torch.compile'd dense, grouped_mm and fused (fullgraph)"
     )
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
@@ -102,11 +113,14 @@ def time_step(step: Callable[[], None], device: torch.device, warmup: int, repea
 
 
 def op_category(name: str) -> str:
-    """The :data:`CATEGORIES` entry of an ``aten::`` op name or of an Inductor kernel (``triton_poi_…``,
-    ``triton_red_…``, ``triton_per_…``: fused pointwise and reduction work, ``elementwise``); ``other`` for anything
-    unlisted."""
-    if name.startswith("triton_"):
+    """The :data:`CATEGORIES` entry of an ``aten::`` op name, of an Inductor kernel (``triton_poi_…``,
+    ``triton_red_…``, ``triton_per_…``: fused pointwise and reduction work, ``elementwise``) or of a
+    :mod:`kernels.moe` kernel (``_moe_swiglu_…``: ``elementwise``; the other ``_moe_…`` kernels move rows through
+    the expert permutation: ``routing``); ``other`` for anything unlisted."""
+    if name.startswith("triton_") or name.startswith("_moe_swiglu"):
         return "elementwise"
+    if name.startswith("_moe_"):
+        return "routing"
     op = name.removeprefix("aten::")
     for category, ops in (("gemm", _GEMM), ("routing", _ROUTING), ("elementwise", _ELEMENTWISE)):
         if op in ops:
@@ -114,26 +128,41 @@ def op_category(name: str) -> str:
     return "other"
 
 
-def profile_step(step: Callable[[], None], device: torch.device, repeats: int) -> dict[str, float]:
-    """Milliseconds per ``step`` by :data:`CATEGORIES`: the self device time (CPU time on the CPU) of every
-    ``aten::`` op and every Inductor kernel (a compiled module's fused work) over ``repeats`` profiled steps, after
-    one unprofiled step."""
-    from torch.profiler import ProfilerActivity, profile
+def count_syncs(events: list, window: str = STEP_RANGE) -> int:
+    """How many :data:`SYNC_EVENTS` in the profiler ``events`` start inside a CPU-side ``record_function`` range
+    named ``window`` (the profiler's own synchronisation at the end falls outside every step)."""
+    ranges = [
+        (e.time_range.start, e.time_range.end)
+        for e in events
+        if e.name == window and e.device_type == torch.autograd.DeviceType.CPU
+    ]
+    return sum(1 for e in events if e.name in SYNC_EVENTS and any(a <= e.time_range.start <= b for a, b in ranges))
+
+
+def profile_step(step: Callable[[], None], device: torch.device, repeats: int) -> tuple[dict[str, float], float]:
+    """``(milliseconds per step by category, host syncs per step)`` over ``repeats`` profiled steps, after one
+    unprofiled step. The milliseconds are by :data:`CATEGORIES`: the self device time (CPU time on the CPU) of
+    every ``aten::`` op, every Inductor kernel (a compiled module's fused work) and every :mod:`kernels.moe`
+    kernel (``_moe_…``; counted by kernel, not by the ``zoo_moe::`` custom op that launches it, which would count
+    it twice); the syncs by :func:`count_syncs`."""
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    steps = max(repeats, 1)
     with profile(activities=activities) as prof:
-        for _ in range(max(repeats, 1)):
-            step()
+        for _ in range(steps):
+            with record_function(STEP_RANGE):
+                step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     totals = dict.fromkeys(CATEGORIES, 0.0)
     for event in prof.key_averages():
-        if not event.key.startswith(("aten::", "triton_")):
+        if not event.key.startswith(("aten::", "triton_", "_moe_")):
             continue
         us = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
-        totals[op_category(event.key)] += us / 1e3 / max(repeats, 1)
-    return totals
+        totals[op_category(event.key)] += us / 1e3 / steps
+    return totals, count_syncs(prof.events()) / steps
 
 
 def make_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
@@ -167,8 +196,8 @@ def run(args: argparse.Namespace) -> dict:
     modules: dict[str, nn.Module] = {"dense": dense}
     reference = None
     for impl in args.impls:
-        if impl == "grouped_mm" and not grouped_mm_available():
-            print(f"skipping grouped_mm: torch {torch.__version__} has no grouped_mm", file=sys.stderr)
+        if impl in ("grouped_mm", "fused") and not grouped_mm_available():
+            print(f"skipping {impl}: torch {torch.__version__} has no grouped_mm", file=sys.stderr)
             continue
         moe = MoE(args.dim, args.hidden, impl=impl, **kw)
         if reference is None:
@@ -201,7 +230,7 @@ def run(args: argparse.Namespace) -> dict:
         if not name.startswith("dense"):
             row["dropped_fraction"] = float(module.dropped_fraction)
         if args.profile:
-            row["profile_ms"] = profile_step(step, device, args.repeats)
+            row["profile_ms"], row["syncs_per_step"] = profile_step(step, device, args.repeats)
         rows.append(row)
     for row in rows:
         row["ratio_vs_dense"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
@@ -224,10 +253,11 @@ def run(args: argparse.Namespace) -> dict:
             f"{r['ratio_vs_dense']:.3f} | {err} |"
         )
     if args.profile:
-        print(f"\n| impl | {' | '.join(f'{c} ms' for c in CATEGORIES)} |")
-        print("|---|" + "---|" * len(CATEGORIES))
+        print(f"\n| impl | {' | '.join(f'{c} ms' for c in CATEGORIES)} | syncs / step |")
+        print("|---|" + "---|" * (len(CATEGORIES) + 1))
         for r in rows:
-            print(f"| {r['impl']} | " + " | ".join(f"{r['profile_ms'][c]:.3f}" for c in CATEGORIES) + " |")
+            cells = " | ".join(f"{r['profile_ms'][c]:.3f}" for c in CATEGORIES)
+            print(f"| {r['impl']} | {cells} | {r['syncs_per_step']:g} |")
     if args.output:
         write_json(args.output, result)
     return result

@@ -16,7 +16,8 @@ name                      component
 ``dense`` (``swiglu``)    ``w2( SiLU(w1·x) ⊙ w3·x )``, bias-free (MiniMax-01's expert FFN, Llama's MLP)
 ``moe``                   MiniMax-01's mixture of E SwiGLU experts (32, top-2, no shared expert): fp32 softmax
                           router, top-k weights renormalised, Switch or paper load-balancing loss, router z-loss,
-                          optional capacity with token drop; experts by ``grouped_mm`` or a per-expert loop;
+                          optional capacity with token drop; experts by fused Triton kernels around
+                          ``grouped_mm`` (``impl="fused"``), plain ``grouped_mm`` or a per-expert loop;
                           parameters named and laid out as Hugging Face's ``MiniMaxSparseMoeBlock``
 ========================= ==========================================================================================
 """
@@ -29,6 +30,7 @@ from zoo.ffn.moe import (
     MoEExperts,
     capacity_mask,
     expert_capacity,
+    fused_available,
     grouped_mm_available,
     load_balancing_loss,
     router_z_loss,
@@ -42,6 +44,7 @@ __all__ = [
     "SwiGLU",
     "capacity_mask",
     "expert_capacity",
+    "fused_available",
     "grouped_mm_available",
     "load_balancing_loss",
     "router_z_loss",

@@ -19,6 +19,7 @@ checkpoints store ``block_sparse_moe.experts.{e}.{w1,w3,w2}.weight``; stacking `
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,13 +38,14 @@ __all__ = [
     "MoEExperts",
     "capacity_mask",
     "expert_capacity",
+    "fused_available",
     "grouped_mm_available",
     "inverse_permutation",
     "load_balancing_loss",
     "router_z_loss",
 ]
 
-IMPLS = ("auto", "dense", "grouped_mm", "loop")
+IMPLS = ("auto", "dense", "fused", "grouped_mm", "loop")
 AUX_LOSS_TYPES = ("switch", "gshard", "paper")
 GROUPED_MM_ALIGN = 8
 """``grouped_mm`` needs every row stride to be a multiple of 16 bytes: ``dim`` and ``hidden_dim`` multiples of 8
@@ -53,6 +55,7 @@ GROUPED_MM_ALIGN = 8
 DENSE_MAX_EXPERTS_PER_SLOT = 4
 #: Tokens up to which :meth:`MoE.inference` computes the experts with :meth:`MoEExperts.decode` (fixed shapes).
 DECODE_TOKENS = 256
+_TRITON_FOUND = importlib.util.find_spec("triton") is not None  # at import: a constant under torch.compile
 
 
 def _grouped_mm_fn() -> Callable[..., torch.Tensor] | None:
@@ -62,6 +65,12 @@ def _grouped_mm_fn() -> Callable[..., torch.Tensor] | None:
 def grouped_mm_available() -> bool:
     """Whether this torch has ``torch.nn.functional.grouped_mm`` (or the older ``torch._grouped_mm``)."""
     return _grouped_mm_fn() is not None
+
+
+def fused_available() -> bool:
+    """Whether ``impl="fused"`` can run its Triton kernels here: ``grouped_mm`` exists and Triton is importable.
+    (Without them ``"fused"`` still runs, on :mod:`kernels.moe`'s PyTorch reference.)"""
+    return grouped_mm_available() and _TRITON_FOUND
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -228,19 +237,24 @@ class MoEExperts(nn.Module):
 
         The (token, slot) assignments are sorted by expert (stable, so by token within an expert); ``"loop"`` runs
         one expert at a time (one host sync for the group sizes), ``"grouped_mm"`` runs two grouped GEMMs over all
-        groups at once (no host sync). ``"dense"`` sorts nothing: every expert runs on every token and the outputs
-        are summed with the combine weights scattered to ``[N, E]`` (zero for the unchosen experts), in fp32 —
-        E/k times the routed FLOPs, fixed shapes, no host sync (:meth:`all_experts`). The loop scales each expert
-        output by its weight in the weights' dtype and ``index_add_`` s it into an output of ``x``'s dtype, as
-        Hugging Face's ``MiniMaxExperts`` does; ``grouped_mm`` scales in the compute dtype and moves rows with
-        gathers only (:class:`_DispatchRows`, :class:`_CombineRows`: no atomics, deterministic). Autocast is off
-        inside: the matrix products run in ``compute_dtype`` (default ``x.dtype``).
+        groups at once (no host sync). ``"fused"`` is :func:`kernels.moe.moe_experts`: the same two grouped GEMMs
+        with the row permutation, cast, SiLU·up, weighting and k-sum (and their backwards) fused into Triton
+        kernels around them, in one autograd Function, no host sync; where the kernels cannot run (CPU tensors,
+        other dtypes, ``ZOO_KERNELS=reference``) its PyTorch reference, one expert at a time. ``"dense"`` sorts
+        nothing: every expert runs on every token and the outputs are summed with the combine weights scattered to
+        ``[N, E]`` (zero for the unchosen experts), in fp32 — E/k times the routed FLOPs, fixed shapes, no host sync
+        (:meth:`all_experts`). The loop scales each expert output by its weight in the weights' dtype and
+        ``index_add_`` s it into an output of ``x``'s dtype, as Hugging Face's ``MiniMaxExperts`` does;
+        ``grouped_mm`` scales in the compute dtype and moves rows with gathers only (:class:`_DispatchRows`,
+        :class:`_CombineRows`: no atomics, deterministic); ``"fused"`` weights and sums the k slots in fp32 and moves
+        rows through the inverse permutation (gathers and stores to distinct rows: no atomics, deterministic).
+        Autocast is off inside: the matrix products run in ``compute_dtype`` (default ``x.dtype``).
 
         Args:
             x: ``[N, D]`` tokens.
             top_k_index: ``[N, k]`` int64 experts.
             top_k_weights: ``[N, k]`` combine weights (0 for an assignment dropped by capacity).
-            impl: ``"loop"``, ``"grouped_mm"`` or ``"dense"``.
+            impl: ``"loop"``, ``"grouped_mm"``, ``"fused"`` or ``"dense"``.
             compute_dtype: dtype of the expert matrix products.
             keep: ``[N, k]`` bool, the assignments a capacity limit serves (None: all). Here the dropped ones are
                 computed with their zero weight; an expert-parallel :attr:`dispatcher` does not send them.
@@ -256,6 +270,12 @@ class MoEExperts(nn.Module):
         if impl == "dense":
             with _autocast_off(x.device.type, _autocast_dtype(x.device.type) is not None):
                 return self.all_experts(x.to(cdt), top_k_index, top_k_weights).to(x.dtype)
+        if impl == "fused":
+            from kernels.moe import moe_experts
+
+            gate_up_proj, down_proj = self.local_weights()
+            with _autocast_off(x.device.type, _autocast_dtype(x.device.type) is not None):
+                return moe_experts(x, top_k_index, top_k_weights, gate_up_proj, down_proj, compute_dtype=cdt)
         k = top_k_index.shape[-1]
         flat = top_k_index.reshape(-1)
         order = torch.argsort(flat, stable=True)
@@ -279,17 +299,19 @@ class MoEExperts(nn.Module):
                         self._combine(out, rows, h, weight[start:end])
                     start = end
             else:
-                raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: dense, grouped_mm, loop.")
+                raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: {', '.join(IMPLS[1:])}.")
         return out
 
     def sorted_forward(self, xs: torch.Tensor, counts: torch.Tensor, impl: str, cdt: torch.dtype) -> torch.Tensor:
         """The unweighted expert outputs of rows already sorted by expert: rows ``counts[:e].sum()`` up to
         ``counts[:e+1].sum()`` of ``xs`` ``[M, D]`` go through this module's e-th (local) expert; ``[M, D]``.
-        ``counts`` ``[E_local]`` must sum to M. Used by expert parallelism, whose rows arrive sorted."""
-        if impl == "grouped_mm":
-            return self._grouped(xs, counts, cdt)
+        ``counts`` ``[E_local]`` must sum to M. Used by expert parallelism, whose rows arrive sorted: ``"grouped_mm"``
+        runs the two grouped GEMMs, ``"fused"`` the same with :func:`kernels.moe.swiglu` (one Triton kernel each way)
+        between them, ``"loop"`` and ``"dense"`` one expert at a time."""
+        if impl in ("grouped_mm", "fused"):
+            return self._grouped(xs, counts, cdt, fused=impl == "fused")
         if impl not in ("loop", "dense"):  # rows arrive sorted: "dense" has nothing to save here
-            raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: dense, grouped_mm, loop.")
+            raise ValueError(f"Unknown MoE impl '{impl}'. Valid choices: {', '.join(IMPLS[1:])}.")
         parts, start = [], 0
         for e, end in enumerate(counts.cumsum(0).tolist()):
             if end > start:
@@ -355,14 +377,23 @@ class MoEExperts(nn.Module):
         gate, up = F.linear(x, gate_up_proj[e].to(cdt)).chunk(2, dim=-1)
         return F.linear(F.silu(gate) * up, down_proj[e].to(cdt))
 
-    def _grouped(self, xs: torch.Tensor, counts: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
+    def _grouped(self, xs: torch.Tensor, counts: torch.Tensor, cdt: torch.dtype, fused: bool = False) -> torch.Tensor:
+        """``down[e](SiLU(g) ⊙ u)`` with ``[g; u] = gate_up[e] · xs_j`` for the sorted rows ``xs`` ``[M, D]`` (group
+        sizes ``counts`` ``[E]``) by two grouped GEMMs; the SwiGLU by :func:`kernels.moe.swiglu` when ``fused``."""
         # offs[-1] must equal the number of rows: grouped_mm leaves the gradient of rows past it uninitialised.
         gmm = _grouped_mm_fn()
         assert gmm is not None
         gate_up_proj, down_proj = self.local_weights()
         offs = counts.cumsum(0).to(torch.int32)
-        gate, up = gmm(xs, gate_up_proj.to(cdt).transpose(-2, -1), offs=offs).chunk(2, dim=-1)
-        return gmm(F.silu(gate) * up, down_proj.to(cdt).transpose(-2, -1), offs=offs)
+        gu = gmm(xs, gate_up_proj.to(cdt).transpose(-2, -1), offs=offs)  # [M, 2H]
+        if fused:
+            from kernels.moe import swiglu
+
+            h = swiglu(gu)
+        else:
+            gate, up = gu.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        return gmm(h, down_proj.to(cdt).transpose(-2, -1), offs=offs)
 
 
 def inverse_permutation(permutation: torch.Tensor) -> torch.Tensor:
@@ -450,11 +481,19 @@ class MoE(nn.Module):
     sorts the assignments by expert and runs two grouped GEMMs (``torch.nn.functional.grouped_mm``) with no host
     sync. On CUDA ``grouped_mm`` computes in bf16: it takes bf16 inputs or bf16 autocast as they are, and casts
     other inputs to bf16 (only when asked for explicitly). On the CPU it computes in the input's dtype (fp32, bf16
-    or fp16; not fp64). It needs ``dim`` and ``hidden_dim`` to be multiples of 8. ``"auto"`` picks
-    ``"grouped_mm"`` on CUDA when the computation is bf16 (bf16 inputs or bf16 autocast) and the widths are
-    aligned; else, on CUDA with few experts (E ≤ 4k, :data:`DENSE_MAX_EXPERTS_PER_SLOT`) and no expert parallelism,
-    ``"dense"`` (every expert on every token, weighted by the routed weights: E/k times the FLOPs, no host sync —
-    the launch-bound small models of RL, where the loop's sync per layer stalls the step); else ``"loop"``.
+    or fp16; not fp64). It needs ``dim`` and ``hidden_dim`` to be multiples of 8. ``"fused"``
+    (:func:`kernels.moe.moe_experts`) runs the same grouped GEMMs with every memory pass around them fused into
+    Triton kernels (dispatch gather with the cast, SiLU·up, weighted k-sum; in backward the weighting with the
+    combine weights' gradient, the SwiGLU backward, the k-sum of the input gradient), in one autograd Function, no
+    host sync; it computes in bf16 on CUDA as ``grouped_mm`` does, needs the same aligned widths, and elsewhere
+    (CPU, ``ZOO_KERNELS=reference``) runs the kernels' PyTorch reference in the input's dtype. ``"auto"`` picks
+    ``"fused"`` on CUDA when the computation is bf16 (bf16 inputs or bf16 autocast), the widths are aligned and
+    Triton is importable (``"grouped_mm"`` without Triton); else, on CUDA with few experts (E ≤ 4k,
+    :data:`DENSE_MAX_EXPERTS_PER_SLOT`) and no expert parallelism, ``"dense"`` (every expert on every token,
+    weighted by the routed weights: E/k times the FLOPs, no host sync — the launch-bound small models of RL, where
+    the loop's sync per layer stalls the step); else ``"loop"``. Under expert parallelism (a
+    :attr:`MoEExperts.dispatcher`) the dispatcher moves the rows and ``"fused"`` runs the grouped GEMMs with the
+    fused SwiGLU between them (:meth:`MoEExperts.sorted_forward`).
 
     Args:
         dim: model width D.
@@ -467,7 +506,7 @@ class MoE(nn.Module):
         z_loss_coef: weight of ``z_loss`` in ``loss``.
         jitter_noise: in training, the router input is multiplied by U(1 − ε, 1 + ε) noise (the experts see the
             clean input).
-        impl: ``"auto"``, ``"dense"``, ``"grouped_mm"`` or ``"loop"``.
+        impl: ``"auto"``, ``"dense"``, ``"fused"``, ``"grouped_mm"`` or ``"loop"``.
 
     Shapes: ``x`` ``[..., D]`` → ``[..., D]`` in ``x``'s dtype (also under autocast).
     """
@@ -500,13 +539,13 @@ class MoE(nn.Module):
         if not 0 <= jitter_noise < 1:
             raise ValueError(f"jitter_noise must be in [0, 1), got {jitter_noise}")
         aligned = dim % GROUPED_MM_ALIGN == 0 and hidden_dim % GROUPED_MM_ALIGN == 0
-        if impl == "grouped_mm" and not aligned:
+        if impl in ("grouped_mm", "fused") and not aligned:
             raise ValueError(
-                f"impl='grouped_mm' needs dim and hidden_dim to be multiples of {GROUPED_MM_ALIGN} "
+                f"impl='{impl}' needs dim and hidden_dim to be multiples of {GROUPED_MM_ALIGN} "
                 f"(16-byte rows), got dim={dim}, hidden_dim={hidden_dim}; use impl='loop' or 'auto'"
             )
-        if impl == "grouped_mm" and not grouped_mm_available():
-            raise ValueError(f"impl='grouped_mm' needs torch.nn.functional.grouped_mm (torch {torch.__version__})")
+        if impl in ("grouped_mm", "fused") and not grouped_mm_available():
+            raise ValueError(f"impl='{impl}' needs torch.nn.functional.grouped_mm (torch {torch.__version__})")
         factory = {"device": device, "dtype": dtype}
         self.dim = dim
         self.hidden_dim = hidden_dim
@@ -549,10 +588,12 @@ class MoE(nn.Module):
         on_cuda = x.device.type == "cuda"
         if self.impl == "auto":
             if on_cuda and cdt == torch.bfloat16 and self._aligned and grouped_mm_available():
-                return "grouped_mm", cdt
+                return ("fused" if fused_available() else "grouped_mm"), cdt
             few = self.num_experts <= DENSE_MAX_EXPERTS_PER_SLOT * self.top_k
             dense = on_cuda and few and self.experts.dispatcher is None
             return ("dense" if dense else "loop"), cdt
+        if self.impl == "fused" and on_cuda:
+            return "fused", torch.bfloat16  # grouped_mm's CUDA dtype; autocast's bf16 or a cast
         if self.impl == "grouped_mm":
             if on_cuda:
                 return "grouped_mm", (cdt if cdt in (torch.bfloat16, torch.float16) else torch.bfloat16)
