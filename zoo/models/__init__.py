@@ -85,6 +85,9 @@ class CausalLM(Protocol):
     def flops_per_token(self, seq_len: int) -> float | None:
         """Training (forward + backward) FLOPs per token at ``seq_len`` for MFU; None if unknown."""
 
+    # Optional: ``forward_loss(input_ids, labels, *, cu_seqlens=None) -> scalar`` the mean cross-entropy without
+    # materialising the logits (HybridLM: the LM head and loss fused, chunked); task=lm trains through it when
+    # present (``fused_loss``), else through ``forward``.
     # Optional: ``init_weights(module)`` initialises what ``module`` owns directly (as ``reset_parameters`` does
     # for the whole model); a model built on the meta device for sharding is initialised with it, shard by shard
     # (zoo.parallel.materialize_). Without it each module's own ``reset_parameters()`` runs.

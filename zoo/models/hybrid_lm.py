@@ -29,6 +29,7 @@ from torch import nn
 from zoo.attention.hybrid import AttentionSpec, attention_specs
 from zoo.ffn.moe import MoEExperts
 from zoo.generation import generate
+from zoo.layers.linear_cross_entropy import linear_cross_entropy
 from zoo.layers.norm import RMSNorm
 from zoo.layers.rope import RotaryEmbedding
 from zoo.registries import ATTENTION, FFN, MODEL
@@ -450,6 +451,30 @@ class HybridLM(nn.Module):
         """
         hidden = self.hidden_states(input_ids, cu_seqlens=cu_seqlens, cache=cache, inputs_embeds=inputs_embeds)
         return self.forward_head(hidden)
+
+    def forward_loss(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        cu_seqlens: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
+        """The mean next-token cross-entropy of ``labels`` ``[B, T]`` (``ignore_index``: no loss) without the
+        ``[B, T, vocab]`` logits: the LM head and the loss run fused, chunk by chunk
+        (:func:`zoo.layers.linear_cross_entropy`); equal to ``F.cross_entropy(forward(...).float(), labels)``."""
+        hidden = self.hidden_states(input_ids, cu_seqlens=cu_seqlens, inputs_embeds=inputs_embeds)
+        weight = self.lm_head.weight
+        if not self.config.lm_head_fp32 and torch.is_autocast_enabled(hidden.device.type):
+            weight = weight.to(torch.get_autocast_dtype(hidden.device.type))  # what autocast's lm_head would use
+            hidden = hidden.to(weight.dtype)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return linear_cross_entropy(
+                hidden, weight, labels, ignore_index=ignore_index, chunk_size=chunk_size,
+                fp32_logits=self.config.lm_head_fp32,
+            )  # fmt: skip
 
     def moe_layers(self) -> list[nn.Module]:
         return [layer.mlp for layer in self.model.layers if layer.ffn_type == "moe"]

@@ -10,7 +10,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 #: The causal-LM protocol's methods besides ``forward`` that run the network; FSDP2 hooks only ``forward`` unless told.
-PROTOCOL_ENTRY_POINTS = ("hidden_states", "forward_head")
+PROTOCOL_ENTRY_POINTS = ("hidden_states", "forward_head", "forward_loss")
 
 
 def apply_fsdp(
