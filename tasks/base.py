@@ -94,6 +94,12 @@ class BaseTask(L.LightningModule):
         the task has none."""
         return None
 
+    def compile_blocks(self) -> bool | dict[str, Any]:
+        """Whether :meth:`configure_model` compiles each block of :meth:`parallel_modules` and :meth:`shard_units`
+        in place (:mod:`zoo.parallel.compile`): ``model.compile`` of the tasks that offer it, ``true`` or
+        ``torch.compile``'s keyword arguments (``{mode: max-autotune}``)."""
+        return False
+
     def configure_model(self) -> None:
         """Apply the strategy's :class:`~zoo.parallel.ParallelPlan` (``strategy=fsdp2``) to
         :meth:`parallel_modules` over the data-parallel mesh, then shard what is left (e.g. a value head) with the
@@ -101,7 +107,16 @@ class BaseTask(L.LightningModule):
         (:func:`zoo.parallel.materialize_`), so it never exists whole on one device. Idempotent: Lightning calls it
         for every stage."""
         plan = getattr(self._trainer.strategy, "parallel_plan", None) if self._trainer is not None else None
+        compile = self.compile_blocks()
         if plan is None:
+            if compile:
+                from zoo.parallel import compile_units
+
+                kwargs = compile if isinstance(compile, dict) else {}
+                for module in self.parallel_modules():
+                    compile_units(module, module.blocks(), **kwargs)
+                if self.shard_units() is not None:
+                    compile_units(*self.shard_units(), **kwargs)
             return
         from torch.distributed.fsdp import FSDPModule, fully_shard
 
@@ -115,10 +130,10 @@ class BaseTask(L.LightningModule):
         if units is not None:
             from zoo.parallel import parallelize_units
 
-            parallelize_units(*units, mesh, plan)
+            parallelize_units(*units, mesh, plan, compile=compile)
         device = self._trainer.strategy.root_device
         for module in modules:
-            parallelize(module, mesh, plan)
+            parallelize(module, mesh, plan, compile=compile)
             if has_meta_tensors(module):
                 materialize_(module, device, param_device="cpu" if plan.cpu_offload else None)
         leftovers = [

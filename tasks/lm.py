@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -42,7 +43,11 @@ class LMTask(BaseTask):
     Args:
         arch: ``MODEL`` name.
         config: the model's configuration (for ``hybrid_lm``: :class:`~zoo.models.HybridLMConfig` fields).
-        compile: ``torch.compile`` the model.
+        compile: ``torch.compile`` each block in place when the model is configured, true or ``torch.compile``'s
+            keyword arguments (after activation checkpointing, before FSDP2; :mod:`zoo.parallel.compile`).
+        fused_loss: train through the model's ``forward_loss`` when it has one (the LM head and cross-entropy fused
+            and chunked: no ``[B, T, vocab]`` logits; :func:`zoo.layers.linear_cross_entropy`); evaluation keeps
+            the logits (perplexity).
         log_expert_load: log each MoE layer's busiest expert share and the dropped fraction.
         throughput: add a :class:`TokenThroughputMonitor` (tokens/s, MFU).
         optim: the optimizer settings over :attr:`optim_defaults` (AdamW 1e-3, weight decay 0.1, warmup + cosine),
@@ -65,7 +70,8 @@ class LMTask(BaseTask):
         self,
         arch: str = "hybrid_lm",
         config: dict[str, Any] | None = None,
-        compile: bool = False,
+        compile: bool | dict[str, Any] = False,
+        fused_loss: bool = True,
         log_expert_load: bool = True,
         throughput: bool = True,
         optim: OptimSettings | None = None,
@@ -73,7 +79,8 @@ class LMTask(BaseTask):
         super().__init__(optim=optim)
         self.save_hyperparameters()
         self.model = build_causal_lm(arch, config)
-        self._forward = torch.compile(self.model) if compile else self.model
+        self._forward = self.model
+        self._fused_loss = getattr(self.model, "forward_loss", None) if fused_loss else None
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.test_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.val_loss = MeanMetric()
@@ -83,6 +90,10 @@ class LMTask(BaseTask):
 
     def parallel_modules(self) -> list[torch.nn.Module]:
         return [self.model]
+
+    def compile_blocks(self) -> bool | dict[str, Any]:
+        compile = self.hparams.compile
+        return dict(compile) if isinstance(compile, Mapping) else bool(compile)
 
     def configure_callbacks(self) -> list[Callback]:
         if not self.hparams.throughput or any(isinstance(c, TokenThroughputMonitor) for c in self.trainer.callbacks):
@@ -101,7 +112,12 @@ class LMTask(BaseTask):
         return logits, ce, self.model.moe_loss()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        _, ce, aux = self._step(batch)
+        if self._fused_loss is not None:  # the LM head and the loss fused: no [B, T, vocab] logits
+            ce = self._fused_loss(batch["input_ids"], batch["labels"], cu_seqlens=batch.get("cu_seqlens"),
+                                  ignore_index=IGNORE_INDEX)  # fmt: skip
+            aux = self.model.moe_loss()
+        else:
+            _, ce, aux = self._step(batch)
         loss = ce if aux is None else ce + aux
         B = batch["input_ids"].shape[0]
         self.log("train/loss", ce, prog_bar=True, batch_size=B)

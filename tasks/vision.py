@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -31,6 +32,9 @@ class VisionTask(BaseTask):
         ca_kwargs: channel-attention arguments (``kernel_size``, ``moments``, …), over the name's presets.
         label_smoothing: cross-entropy label smoothing ε.
         channels_last: run convolutions in NHWC memory format (faster on CPUs and tensor cores).
+        compile: ``torch.compile`` each of the backbone's blocks (:meth:`shard_units`) in place when the model is
+            configured, true or ``torch.compile``'s keyword arguments (after activation checkpointing, before
+            FSDP2; :mod:`zoo.parallel.compile`).
         optim: the optimizer settings over :attr:`optim_defaults` (SGD 0.1, weight decay 5e-4, warmup + cosine),
             see :class:`~zoo.optim.OptimSettings`.
 
@@ -56,6 +60,7 @@ class VisionTask(BaseTask):
         ca_kwargs: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = True,
+        compile: bool | dict[str, Any] = False,
         optim: OptimSettings | None = None,
     ) -> None:
         super().__init__(optim=optim)
@@ -89,6 +94,10 @@ class VisionTask(BaseTask):
         root's."""
         stages = [m for m in self.net.children() if isinstance(m, torch.nn.Sequential)]
         return self.net, [block for stage in stages for block in stage.children()]
+
+    def compile_blocks(self) -> bool | dict[str, Any]:
+        compile = self.hparams.compile
+        return dict(compile) if isinstance(compile, Mapping) else bool(compile)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, in_chans, H, W]`` → logits ``[B, num_classes]``."""

@@ -158,3 +158,29 @@ def test_sigterm_saves_last_ckpt_exits_143_and_resumes_exactly(lm_cfg, tmp_path)
     assert last_ckpt(tmp_path, "killed")["global_step"] == 7
     train(lm_cfg(*common, "ckpt_path=last", name="killed"))
     assert_same_final_state(tmp_path, "straight", "killed", step=20)
+
+
+def test_compile_option_compiles_each_block_and_keeps_checkpoint_names(lm_cfg, tmp_path):
+    """``model.compile`` (here dynamo with the eager backend, to stay fast on the CPU): the trained run's blocks
+    were compiled in place, it trains as the uncompiled run does, and its checkpoint loads into an uncompiled task."""
+    from zoo.parallel.compile import is_compiled
+
+    seen = []
+    original = LMTask.configure_model
+
+    def spy(self):
+        original(self)
+        seen.append([is_compiled(b) for b in self.model.blocks()])
+
+    common = ["trainer.max_steps=10", "trainer.val_check_interval=5"]
+    plain = train(lm_cfg(*common, name="plain"))
+    cfg = lm_cfg(*common, "model.compile={backend: eager}", name="compiled")
+    LMTask.configure_model = spy
+    try:
+        metrics = train(cfg)
+    finally:
+        LMTask.configure_model = original
+    assert seen and all(all(flags) and len(flags) == 4 for flags in seen)
+    assert abs(metrics["val/loss"] - plain["val/loss"]) < 1e-4
+    model = LMTask.load_from_checkpoint(metrics["test/ckpt"], map_location="cpu", compile=False)
+    assert not any(is_compiled(b) for b in model.model.blocks())

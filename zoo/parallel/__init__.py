@@ -11,6 +11,7 @@ function                       what it does
 :func:`use_global_router_statistics` the MoE load-balancing loss counts the tokens of every data-parallel rank
 :func:`apply_expert_parallel`  split each MoE layer's experts over an ``ep`` group, tokens exchanged by all-to-all
 :func:`clip_grad_norm_`        gradient-norm clipping over parameters sharded on several meshes
+:func:`compile_units`          ``torch.compile`` each block in place (after checkpointing, before FSDP2)
 :func:`materialize_`           allocate a model built on the meta device and initialise it shard by shard
 :func:`parallelize_units`     the same plan for any other network, given its units (``task=vision``'s blocks)
 :class:`ParallelPlan`          the options of a run (``strategy.*`` in the Hydra config), applied by
@@ -20,6 +21,7 @@ function                       what it does
 
 from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing
 from zoo.parallel.clip import clip_grad_norm_
+from zoo.parallel.compile import compile_units
 from zoo.parallel.expert import apply_expert_parallel, expert_parallel_mesh
 from zoo.parallel.fsdp import apply_fsdp, is_sharded
 from zoo.parallel.init import build_on_meta, has_meta_tensors, materialize_, models_on_meta_device
@@ -34,6 +36,7 @@ __all__ = [
     "apply_fsdp",
     "build_on_meta",
     "clip_grad_norm_",
+    "compile_units",
     "expert_parallel_mesh",
     "has_meta_tensors",
     "is_sharded",

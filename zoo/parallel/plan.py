@@ -10,6 +10,7 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from zoo.errors import ConfigError
 from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing, checkpoint_units
+from zoo.parallel.compile import compile_units
 from zoo.parallel.expert import apply_expert_parallel, expert_parallel_mesh
 from zoo.parallel.fsdp import apply_fsdp, apply_fsdp_to_units
 from zoo.parallel.router import use_global_router_statistics
@@ -78,10 +79,12 @@ def compute_dtype(plan: ParallelPlan, mesh: DeviceMesh) -> torch.dtype | None:
     return PARAM_DTYPES[plan.param_dtype]
 
 
-def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan) -> Any:
+def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan, compile: bool | dict[str, Any] = False) -> Any:
     """Apply ``plan`` to ``model`` on the 1-D data-parallel ``mesh``, in torchtitan's order: global router
     statistics, expert parallelism over an ``(efsdp, ep)`` view of the same ranks, activation checkpointing per
-    block, then FSDP2 (experts over ``efsdp``, blocks, embedding, output layers, root).
+    block, ``torch.compile`` per block (``compile``: True, or ``torch.compile``'s keyword arguments;
+    :func:`~zoo.parallel.compile.compile_units`), then FSDP2
+    (experts over ``efsdp``, blocks, embedding, output layers, root).
 
     Idempotent: a model that is already sharded is returned as it is (Lightning calls ``configure_model`` for
     every stage)."""
@@ -97,6 +100,8 @@ def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan) -> Any:
         expert_mesh = expert_parallel_mesh(mesh.device_type, mesh.size(), plan.expert_parallel_size)
         apply_expert_parallel(model, expert_mesh["ep"])
     apply_activation_checkpointing(model, plan.activation_checkpointing)
+    if compile:
+        compile_units(model, model.blocks(), **(compile if isinstance(compile, dict) else {}))
     dtype = compute_dtype(plan, mesh)
     return apply_fsdp(
         model,
@@ -108,9 +113,12 @@ def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan) -> Any:
     )
 
 
-def parallelize_units(root: Any, units: list[Any], mesh: DeviceMesh, plan: ParallelPlan) -> Any:
+def parallelize_units(
+    root: Any, units: list[Any], mesh: DeviceMesh, plan: ParallelPlan, compile: bool | dict[str, Any] = False
+) -> Any:
     """:func:`parallelize` for a network that is not a causal LM (``task=vision``): activation checkpointing of
-    ``units`` (e.g. residual blocks), then FSDP2 over them and ``root``. Idempotent."""
+    ``units`` (e.g. residual blocks), ``torch.compile`` of each (``compile``), then FSDP2 over them and ``root``.
+    Idempotent."""
     from torch.distributed.fsdp import FSDPModule
 
     if isinstance(root, FSDPModule):
@@ -121,6 +129,8 @@ def parallelize_units(root: Any, units: list[Any], mesh: DeviceMesh, plan: Paral
             f"valid: 1"
         )
     checkpoint_units(root, units, plan.activation_checkpointing)
+    if compile:
+        compile_units(root, units, **(compile if isinstance(compile, dict) else {}))
     dtype = compute_dtype(plan, mesh)
     return apply_fsdp_to_units(
         root, units, mesh, param_dtype=dtype, reshard_after_forward=plan.reshard_after_forward,
