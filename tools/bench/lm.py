@@ -40,6 +40,10 @@ from zoo.io import write_json
 from zoo.models import HybridLM, HybridLMConfig, training_flops_per_token
 
 PATTERNS = {"hybrid": "LLLLLLLS", "softmax": "S", "lightning": "L"}
+LOSSES = ("fused", "unfused")  # the LM head + CE fused and chunked (HybridLM.forward_loss) | logits, then CE
+STEP_CATEGORIES = ("gemm", "attention", "moe_routing", "elementwise", "other")
+ATTENTION_OPS = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention")
+LIGHTNING_KERNELS = ("_chunk_fwd_kernel", "_chunk_bwd", "_segment_summary_kernel", "_segment_scan_kernel")
 PRESETS = {
     # conf/model/small.yaml (vocab of a 32K BPE)
     "small": dict(
@@ -79,23 +83,61 @@ def build(preset: str, pattern: str, device: torch.device, compile_layers: bool 
     return model
 
 
-def train_case(args, pattern: str, length: int, peak: float | None) -> dict:
+def step_category(name: str) -> str | None:
+    """The :data:`STEP_CATEGORIES` entry of a profiler event of a training step: softmax attention (SDPA / flash)
+    and the lightning-attention kernels are ``attention``; the rest as :func:`tools.bench.moe.op_category` sorts
+    it (its ``routing``: ``moe_routing``). None for an event that is neither an ``aten::`` op nor a kernel launched
+    outside one (Inductor's and the zoo's own Triton kernels), whose time is counted through its op."""
+    if any(part in name for part in ATTENTION_OPS) or name.startswith(LIGHTNING_KERNELS):
+        return "attention"
+    if not name.startswith(("aten::", "triton_", "_moe_")):
+        return None
+    category = moe_bench.op_category(name)
+    return "moe_routing" if category == "routing" else category
+
+
+def profile_train_step(step, device: torch.device, repeats: int) -> dict[str, float]:
+    """Device milliseconds per training ``step`` by :data:`STEP_CATEGORIES` (CPU milliseconds on the CPU), from
+    ``torch.profiler`` over ``repeats`` steps after one unprofiled step; ``total`` is their sum."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(max(repeats, 1)):
+            step()
+        sync(device)
+    totals = dict.fromkeys(STEP_CATEGORIES, 0.0)
+    for event in prof.key_averages():
+        category = step_category(event.key)
+        if category is None:
+            continue
+        us = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+        totals[category] += us / 1e3 / max(repeats, 1)
+    totals["total"] = sum(totals.values())
+    return totals
+
+
+def train_case(args, pattern: str, length: int, peak: float | None, loss: str = "fused") -> dict:
     device = torch.device(args.device)
     model = build(args.preset, pattern, device, compile_layers=args.compile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
     batch = max(1, args.tokens // length)
     ids = torch.randint(0, model.config.vocab_size, (batch, length + 1), device=device)
-    step = sharded.train_step(model, optimizer, ids, autocast=device.type == "cuda")
+    step = sharded.train_step(model, optimizer, ids, autocast=device.type == "cuda", fused_loss=loss == "fused")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seconds = time_step(step, device, args.warmup, args.repeats)
     tokens_per_s = batch * length / seconds
     flops = training_flops_per_token(model.config, length)
     row = {
-        "pattern": pattern, "T": length, "B": batch, "ms_per_step": 1e3 * seconds, "tokens_per_s": tokens_per_s,
-        "tflops": tokens_per_s * flops / 1e12, "mfu_measured_peak": tokens_per_s * flops / peak if peak else None,
+        "pattern": pattern, "loss": loss, "T": length, "B": batch, "ms_per_step": 1e3 * seconds,
+        "tokens_per_s": tokens_per_s, "tflops": tokens_per_s * flops / 1e12,
+        "mfu_measured_peak": tokens_per_s * flops / peak if peak else None,
         "peak_gb": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None,
     }  # fmt: skip
+    if length in args.profile_lengths:
+        row["profile_ms"] = profile_train_step(step, device, max(1, args.repeats // 2))
     return row
 
 
@@ -185,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gen-batches", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--prefill-chunk", type=int, default=4096)
     parser.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (training)")
+    parser.add_argument("--losses", nargs="+", default=["fused"], choices=LOSSES, help="training: LM-head loss paths")
+    parser.add_argument("--profile-lengths", nargs="*", type=int, default=[], help="training: profile these T")
     parser.add_argument("--strategy-lengths", nargs="+", type=int, default=[2048, 8192])
     parser.add_argument("--largest-models", nargs="+", default=list(sharded.LADDER), choices=list(sharded.LADDER))
     parser.add_argument("--largest-offload", nargs="+", type=int, default=[0, 1], help="1: with CPU offload")
@@ -215,18 +259,20 @@ def main(argv: list[str] | None = None) -> dict:
         result["train"] = []
         for t in args.lengths:
             for p in args.patterns:
-                result["train"].append(train_case(args, p, t, peak))
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-        by = {(r["pattern"], r["T"]): r["tokens_per_s"] for r in result["train"]}
+                for loss in args.losses:
+                    result["train"].append(train_case(args, p, t, peak, loss))
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+        by = {(r["pattern"], r["loss"], r["T"]): r["tokens_per_s"] for r in result["train"]}
         for row in result["train"]:
-            soft = by.get(("softmax", row["T"]))
+            soft = by.get(("softmax", row["loss"], row["T"]))
             row["vs_softmax"] = row["tokens_per_s"] / soft if soft else None
         print_table(
             f"training ({args.preset}, {args.tokens} tokens/step, {result['device']})",
             result["train"],
             [
                 "pattern",
+                "loss",
                 "T",
                 "B",
                 "ms_per_step",
@@ -237,6 +283,11 @@ def main(argv: list[str] | None = None) -> dict:
                 "peak_gb",
             ],
         )
+        profiled = [r for r in result["train"] if "profile_ms" in r]
+        if profiled:
+            rows = [{"pattern": r["pattern"], "loss": r["loss"], "T": r["T"], **r["profile_ms"]} for r in profiled]
+            print_table("training step by kind of work (device ms)", rows,
+                        ["pattern", "loss", "T", *STEP_CATEGORIES, "total"])  # fmt: skip
     if "generate" in args.sections:
         patterns = [p for p in ("hybrid", "softmax") if p in args.patterns]
         result["generate"] = [generate_case(args, p, b) for b in args.gen_batches for p in patterns]

@@ -104,13 +104,17 @@ def build_sharded(
     return model, plan
 
 
-def train_step(model: HybridLM, optimizer: Any, ids: torch.Tensor, autocast: bool):
-    """One AdamW step of next-token CE + the MoE loss on ``ids`` ``[B, T+1]`` (bf16 autocast if ``autocast``)."""
+def train_step(model: HybridLM, optimizer: Any, ids: torch.Tensor, autocast: bool, fused_loss: bool = False):
+    """One AdamW step of next-token CE + the MoE loss on ``ids`` ``[B, T+1]`` (bf16 autocast if ``autocast``);
+    ``fused_loss``: the LM head and CE fused (:meth:`HybridLM.forward_loss`, no ``[B, T, vocab]`` logits)."""
 
     def step() -> None:
         with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(ids[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+            if fused_loss:
+                loss = model.forward_loss(ids[:, :-1], ids[:, 1:])
+            else:
+                logits = model(ids[:, :-1])
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
             aux = model.moe_loss()
             if aux is not None:
                 loss = loss + aux
