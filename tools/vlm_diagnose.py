@@ -174,9 +174,12 @@ def couple(args: argparse.Namespace) -> dict:
     params = [p for p in task.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
     language = list(task.model.language_parameters())
+    captions = build([*args.overrides, "vlm.stage=align"])[1] if args.align_seconds > 0 else None
+    total = args.align_seconds + args.seconds
     start, steps = time.time(), 0
-    while time.time() - start < args.seconds:
-        for batch in datamodule.train_dataloader():
+    while time.time() - start < total:
+        aligning = captions is not None and time.time() - start < args.align_seconds
+        for batch in (captions if aligning else datamodule).train_dataloader():
             elapsed = time.time() - start
             frozen = elapsed < args.freeze_language
             for p in language:
@@ -187,10 +190,10 @@ def couple(args: argparse.Namespace) -> dict:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             for group in optimizer.param_groups:
-                group["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, elapsed / args.seconds))))
+                group["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, elapsed / total))))
             optimizer.step()
             steps += 1
-            if time.time() - start >= args.seconds:
+            if time.time() - start >= total or aligning != (time.time() - start < args.align_seconds):
                 break
     task.eval()
 
@@ -229,6 +232,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=16, help="probe: images per step")
     parser.add_argument("--save", help="probe: write the trained tower and projector here")
     parser.add_argument("--tower", help="couple: start from a probed tower and projector")
+    parser.add_argument(
+        "--align-seconds",
+        type=float,
+        default=0.0,
+        help="couple: seconds on the caption records (every weight learning) before --seconds",
+    )
     parser.add_argument("--freeze-language", type=float, default=0.0, help="couple: seconds with the LM frozen")
     parser.add_argument("--eval-batches", type=int, default=6, help="couple: generation batches scored")
     parser.add_argument("--threads", type=int, default=2)

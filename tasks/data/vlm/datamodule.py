@@ -456,6 +456,7 @@ class CopyPasteVQADataModule(LlavaDataModule):
         blind: bool = False,
         stage: str = "instruct",
         multi_turn: bool = True,
+        instruct_captions: bool = False,
         background: str = copy_paste_vqa.BACKGROUND,
         scale: tuple[float, float] | list[float] = copy_paste_vqa.SCALE,
         layout: str = copy_paste_vqa.LAYOUT,
@@ -480,6 +481,7 @@ class CopyPasteVQADataModule(LlavaDataModule):
         except ConfigError as exc:
             raise ConfigError(f"data.{exc}") from None
         self.background, self.multi_turn = background, bool(multi_turn)
+        self.instruct_captions = bool(instruct_captions)
         self.layout, self.max_objects = layout, max_objects
         settings = copy_paste_vqa.settings(
             train_images, val_images, test_images, image_size, seed, background=background, scale=self.scale,
@@ -499,8 +501,11 @@ class CopyPasteVQADataModule(LlavaDataModule):
         self.save_hyperparameters()
 
     def loss_files(self) -> dict[str, list[Path]]:
-        kind = "captions" if self.stage == "align" else "dialogs" if self.multi_turn else "vqa"
-        return {split: [copy_paste_vqa.split_paths(self.root, split)[kind]] for split in SPLITS}
+        if self.stage == "align":
+            kinds = ["captions"]
+        else:
+            kinds = ["dialogs" if self.multi_turn else "vqa"] + (["captions"] if self.instruct_captions else [])
+        return {split: [copy_paste_vqa.split_paths(self.root, split)[k] for k in kinds] for split in SPLITS}
 
     def eval_files(self) -> dict[str, list[Path]]:
         return {split: [copy_paste_vqa.split_paths(self.root, split)["vqa"]] for split in ("val", "test")}
