@@ -28,8 +28,10 @@ instead of keeping it). Backward::
 
 Every row move is a gather or a store to a distinct row (``inverse`` is a permutation): no atomics, deterministic.
 The kernels are memory-bound 2-D tiles (``BLOCK_M`` rows × ``BLOCK_D`` columns, masked at the edges, fp32 math);
-each is a ``torch.library.custom_op`` with a fake (meta) implementation, so ``torch.compile(fullgraph=True)``
-traces the autograd Function through them and keeps the grouped GEMMs as ``aten._grouped_mm``.
+each launch is a ``torch.library.triton_op`` (torch ≥ 2.6; ``custom_op`` with a fake implementation before), so
+``torch.compile(fullgraph=True)`` traces the autograd Function through them, keeps the grouped GEMMs as
+``aten._grouped_mm`` and launches the Triton kernels from Inductor's generated code, not through ``triton.jit``'s
+Python launcher (about a hundred microseconds of host time per launch that eager mode pays).
 """
 
 from __future__ import annotations
@@ -228,30 +230,55 @@ def _moe_swiglu_bwd_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 # launches, each a custom op (opaque to Inductor, traceable by Dynamo through its fake implementation)
 # ---------------------------------------------------------------------------------------------------------------
+#: ``torch.library.triton_op`` where torch has it and the kernels are compiled (Triton's interpreter,
+#: ``TRITON_INTERPRET=1``, runs kernels that only the opaque ``custom_op`` path can trace).
+_TRITON_OP = None if os.environ.get("TRITON_INTERPRET") == "1" else getattr(torch.library, "triton_op", None)
+_wrap = torch.library.wrap_triton if _TRITON_OP is not None else (lambda kernel: kernel)
+
+
+def _op(name: str):
+    """``torch.library.triton_op(name)`` where :data:`_TRITON_OP` is set (Inductor sees the kernels), else
+    ``custom_op`` (opaque; its fake implementation is registered by :func:`_fake`)."""
+    if _TRITON_OP is not None:
+        return _TRITON_OP(name, mutates_args=())
+    return torch.library.custom_op(name, mutates_args=())
+
+
+def _fake(op):
+    """Register a fake implementation under ``custom_op`` only (a ``triton_op`` is traced through its body)."""
+
+    def register(fn):
+        if _TRITON_OP is None:
+            op.register_fake(fn)
+        return fn
+
+    return register
+
+
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """``t`` with unit column stride (the kernels index rows by their stride)."""
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-@torch.library.custom_op("zoo_moe::dispatch", mutates_args=())
+@_op("zoo_moe::dispatch")
 def dispatch(x: torch.Tensor, inverse: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
     """``xs[inverse[t·k + s]] = x[t]`` in ``dtype``: ``x`` ``[N, D]``, ``inverse`` ``[N·k]`` → ``xs`` ``[N·k, D]``."""
     x = _rows(x)
     n, d = x.shape
     xs = torch.empty(inverse.numel(), d, device=x.device, dtype=dtype)
     bm, bd = _blocks(d)
-    _moe_dispatch_kernel[(triton.cdiv(n, bm), triton.cdiv(d, bd))](
+    _wrap(_moe_dispatch_kernel)[(triton.cdiv(n, bm), triton.cdiv(d, bd))](
         x, inverse, xs, n, d, x.stride(0), xs.stride(0), K=k, BLOCK_M=bm, BLOCK_D=bd, num_warps=CONFIG["warps"]
     )
     return xs
 
 
-@dispatch.register_fake
+@_fake(dispatch)
 def _(x, inverse, k, dtype):
     return x.new_empty(inverse.shape[0], x.shape[1], dtype=dtype)
 
 
-@torch.library.custom_op("zoo_moe::combine", mutates_args=())
+@_op("zoo_moe::combine")
 def combine(
     y: torch.Tensor, inverse: torch.Tensor, weights: torch.Tensor | None, k: int, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -262,7 +289,7 @@ def combine(
     n = inverse.numel() // k
     out = torch.empty(n, d, device=y.device, dtype=dtype)
     bm, bd = _blocks(d)
-    _moe_combine_kernel[(triton.cdiv(n, bm), triton.cdiv(d, bd))](
+    _wrap(_moe_combine_kernel)[(triton.cdiv(n, bm), triton.cdiv(d, bd))](
         y,
         inverse,
         weights if weights is not None else y,
@@ -280,12 +307,12 @@ def combine(
     return out
 
 
-@combine.register_fake
+@_fake(combine)
 def _(y, inverse, weights, k, dtype):
     return y.new_empty(inverse.shape[0] // k, y.shape[1], dtype=dtype)
 
 
-@torch.library.custom_op("zoo_moe::combine_backward", mutates_args=())
+@_op("zoo_moe::combine_backward")
 def combine_backward(
     dout: torch.Tensor, y: torch.Tensor, inverse: torch.Tensor, weights: torch.Tensor, k: int, want_dw: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,7 +323,7 @@ def combine_backward(
     dy = torch.empty(y.shape, device=y.device, dtype=y.dtype)
     dw = torch.empty(n * k if want_dw else 0, device=y.device, dtype=torch.float32)
     bm, bd = _blocks(d)
-    _moe_combine_bwd_kernel[(triton.cdiv(n, bm),)](
+    _wrap(_moe_combine_bwd_kernel)[(triton.cdiv(n, bm),)](
         dout,
         y,
         inverse,
@@ -317,12 +344,12 @@ def combine_backward(
     return dy, dw
 
 
-@combine_backward.register_fake
+@_fake(combine_backward)
 def _(dout, y, inverse, weights, k, want_dw):
     return y.new_empty(y.shape), y.new_empty(inverse.shape[0] if want_dw else 0, dtype=torch.float32)
 
 
-@torch.library.custom_op("zoo_moe::swiglu_forward", mutates_args=())
+@_op("zoo_moe::swiglu_forward")
 def swiglu_forward(gu: torch.Tensor) -> torch.Tensor:
     """``h = SiLU(gu[:, :H]) ⊙ gu[:, H:]``: ``[M, 2H]`` → ``[M, H]``, same dtype."""
     gu = _rows(gu)
@@ -330,18 +357,18 @@ def swiglu_forward(gu: torch.Tensor) -> torch.Tensor:
     hdim = h2 // 2
     h = torch.empty(m, hdim, device=gu.device, dtype=gu.dtype)
     bm, bd = _blocks(hdim)
-    _moe_swiglu_fwd_kernel[(triton.cdiv(m, bm), triton.cdiv(hdim, bd))](
+    _wrap(_moe_swiglu_fwd_kernel)[(triton.cdiv(m, bm), triton.cdiv(hdim, bd))](
         gu, h, m, hdim, gu.stride(0), h.stride(0), BLOCK_M=bm, BLOCK_D=bd, num_warps=CONFIG["warps"]
     )
     return h
 
 
-@swiglu_forward.register_fake
+@_fake(swiglu_forward)
 def _(gu):
     return gu.new_empty(gu.shape[0], gu.shape[1] // 2)
 
 
-@torch.library.custom_op("zoo_moe::swiglu_backward", mutates_args=())
+@_op("zoo_moe::swiglu_backward")
 def swiglu_backward(gu: torch.Tensor, dh: torch.Tensor, want_h: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dgu [M, 2H], h [M, H])`` from ``gu [M, 2H]`` and ``dh [M, H]``; ``h`` (the recomputed forward) is empty
     unless ``want_h``."""
@@ -351,7 +378,7 @@ def swiglu_backward(gu: torch.Tensor, dh: torch.Tensor, want_h: bool) -> tuple[t
     dgu = torch.empty(m, h2, device=gu.device, dtype=gu.dtype)
     h = torch.empty(m if want_h else 0, hdim, device=gu.device, dtype=gu.dtype)
     bm, bd = _blocks(hdim)
-    _moe_swiglu_bwd_kernel[(triton.cdiv(m, bm), triton.cdiv(hdim, bd))](
+    _wrap(_moe_swiglu_bwd_kernel)[(triton.cdiv(m, bm), triton.cdiv(hdim, bd))](
         gu,
         dh,
         dgu,
@@ -370,7 +397,7 @@ def swiglu_backward(gu: torch.Tensor, dh: torch.Tensor, want_h: bool) -> tuple[t
     return dgu, h
 
 
-@swiglu_backward.register_fake
+@_fake(swiglu_backward)
 def _(gu, dh, want_h):
     return gu.new_empty(gu.shape), gu.new_empty(gu.shape[0] if want_h else 0, gu.shape[1] // 2)
 
