@@ -15,6 +15,9 @@ gradient; the MoE's auxiliary ``loss`` is back-propagated too): the median of ``
   into Triton kernels around them (:mod:`kernels.moe`; on the CPU its PyTorch reference);
 * with ``--compile``, ``dense+compile``, ``grouped_mm+compile`` and ``fused+compile``: the same modules under
   ``torch.compile(fullgraph=True)`` (the loop cannot compile: it reads the group sizes on the host).
+* with ``--cudagraphs`` (CUDA), ``dense+cudagraphs``, ``grouped_mm+cudagraphs`` and ``fused+cudagraphs``: the same
+  under ``torch.compile(mode="reduce-overhead")``, forward and backward replayed as CUDA graphs (no per-launch host
+  time; possible because neither path synchronises with the host). They get no ``--profile`` split.
 
 Parameters and inputs are in ``--dtype`` (bf16 by default; the router always computes in fp32). TFLOP/s counts
 the expert (or dense) matrix products only: 3 × 2 × tokens × 3 · dim · top_k · hidden for forward + backward.
@@ -83,6 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile'd dense, grouped_mm and fused (fullgraph)"
+    )
+    parser.add_argument(
+        "--cudagraphs",
+        action="store_true",
+        help="also time dense, grouped_mm and fused as CUDA graphs (compile mode reduce-overhead)",
     )
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
@@ -165,8 +173,13 @@ def profile_step(step: Callable[[], None], device: torch.device, repeats: int) -
     return totals, count_syncs(prof.events()) / steps
 
 
-def make_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+def make_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, mark_step: bool = False) -> Callable[[], None]:
+    """One forward + backward of ``module`` on ``x`` with output gradient ``grad``; ``mark_step``: tell CUDA-graph
+    trees a new iteration begins (the previous step's graph outputs are dead)."""
+
     def step() -> None:
+        if mark_step:
+            torch.compiler.cudagraph_mark_step_begin()
         module.zero_grad(set_to_none=True)
         x.grad = None
         y = module(x)
@@ -208,6 +221,11 @@ def run(args: argparse.Namespace) -> dict:
     if args.compile:
         for name in [n for n in modules if n != "loop"]:  # the loop syncs on the group sizes: it cannot compile
             modules[f"{name}+compile"] = torch.compile(modules[name], fullgraph=True)
+    if args.cudagraphs and device.type == "cuda":
+        for name in [n for n in list(modules) if n in ("dense", "grouped_mm", "fused")]:
+            modules[f"{name}+cudagraphs"] = torch.compile(modules[name], fullgraph=True, mode="reduce-overhead")
+    elif args.cudagraphs:
+        print("skipping --cudagraphs: CUDA graphs need a CUDA device", file=sys.stderr)
 
     outputs = {}
     with torch.no_grad():
@@ -216,7 +234,8 @@ def run(args: argparse.Namespace) -> dict:
                 outputs[name] = module(x).float()
     rows = []
     for name, module in modules.items():
-        step = make_step(module, x, grad)
+        graphed = name.endswith("+cudagraphs")
+        step = make_step(module, x, grad, mark_step=graphed)
         seconds = time_step(step, device, args.warmup, args.repeats)
         row = {
             "impl": name,
@@ -229,7 +248,7 @@ def run(args: argparse.Namespace) -> dict:
             row["rel_err_vs_loop"] = float((outputs[name] - ref).norm() / ref.norm())
         if not name.startswith("dense"):
             row["dropped_fraction"] = float(module.dropped_fraction)
-        if args.profile:
+        if args.profile and not graphed:  # a graph replay has no aten:: ops to attribute its kernels to
             row["profile_ms"], row["syncs_per_step"] = profile_step(step, device, args.repeats)
         rows.append(row)
     for row in rows:
@@ -255,7 +274,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.profile:
         print(f"\n| impl | {' | '.join(f'{c} ms' for c in CATEGORIES)} | syncs / step |")
         print("|---|" + "---|" * (len(CATEGORIES) + 1))
-        for r in rows:
+        for r in (r for r in rows if "profile_ms" in r):
             cells = " | ".join(f"{r['profile_ms'][c]:.3f}" for c in CATEGORIES)
             print(f"| {r['impl']} | {cells} | {r['syncs_per_step']:g} |")
     if args.output:
