@@ -11,13 +11,12 @@ to a power of two and masked. ``ZOO_KERNELS=reference`` forces PyTorch everywher
 
 from __future__ import annotations
 
-import functools
 import itertools
-import logging
-import os
 
 import torch
 
+from kernels.backend import log_once
+from kernels.backend import resolve_backend as _resolve_backend
 from kernels.lightning_attention.reference import (
     lightning_attention_blockwise,
     lightning_attention_decode_reference,
@@ -34,47 +33,11 @@ __all__ = [
     "resolve_backend",
 ]
 
-log = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch", "triton")
-
-
-@functools.cache
-def _log_once(message: str) -> None:
-    log.info(message)
-
-
-def _triton_unavailable(tensor: torch.Tensor, explicit: bool) -> str | None:
-    """Why the Triton backend cannot run on ``tensor`` here, or None if it can.
-
-    CPU tensors run the Triton code only when asked for explicitly under ``TRITON_INTERPRET=1`` (tests).
-    """
-    if os.environ.get("ZOO_KERNELS", "").lower() == "reference":
-        return "ZOO_KERNELS=reference"
-    interpreting = explicit and os.environ.get("TRITON_INTERPRET", "0") == "1"
-    if tensor.device.type != "cuda" and not (interpreting and tensor.device.type == "cpu"):
-        return f"tensors are on {tensor.device.type}, not CUDA"
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - triton ships with torch's CUDA wheels
-        return f"triton is not importable ({exc})"
-    return None
-
 
 def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
-    """``"torch"`` or ``"triton"`` for a requested backend and the tensors it will run on."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
-        return "torch"
-    reason = _triton_unavailable(tensor, explicit=backend == "triton")
-    if backend == "triton":
-        if reason is not None and reason != "ZOO_KERNELS=reference":
-            raise RuntimeError(f"lightning_attention backend='triton' cannot run: {reason}")
-        return "torch" if reason else "triton"
-    if reason is not None:
-        _log_once(f"lightning_attention: using the PyTorch backend because {reason}")
-        return "torch"
-    return "triton"
+    """``"torch"`` or ``"triton"`` for a requested backend and the tensors it will run on
+    (:func:`kernels.backend.resolve_backend`)."""
+    return _resolve_backend(backend, tensor, "lightning_attention")
 
 
 def _use_triton(backend: str, q: torch.Tensor, v: torch.Tensor, kind: str) -> bool:
@@ -92,7 +55,7 @@ def _use_triton(backend: str, q: torch.Tensor, v: torch.Tensor, kind: str) -> bo
         return True
     if backend == "triton":
         raise ValueError(f"lightning_attention backend='triton' cannot run: {reason}; use backend='auto' or 'torch'")
-    _log_once(f"lightning_attention: using the PyTorch backend because {reason}")
+    log_once(f"lightning_attention: using the PyTorch backend because {reason}")
     return False
 
 

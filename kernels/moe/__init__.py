@@ -12,12 +12,10 @@ logged once). ``ZOO_KERNELS=reference`` forces PyTorch everywhere. CPU tensors r
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
-
 import torch
 
+from kernels.backend import BACKENDS, log_once
+from kernels.backend import resolve_backend as _resolve_backend
 from kernels.moe.reference import moe_experts_reference, swiglu_reference
 
 __all__ = [
@@ -31,50 +29,18 @@ __all__ = [
     "unsupported_reason",
 ]
 
-log = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch", "triton")
 #: ``grouped_mm`` needs 16-byte row strides: D and H multiples of 8 (bf16; the same rule is kept for fp32).
 ALIGN = 8
-
-
-@functools.cache
-def _log_once(message: str) -> None:
-    log.info(message)
 
 
 def _grouped_mm_available() -> bool:
     return hasattr(torch.nn.functional, "grouped_mm") or hasattr(torch, "_grouped_mm")
 
 
-def _triton_unavailable(tensor: torch.Tensor, explicit: bool) -> str | None:
-    """Why the Triton backend cannot run on ``tensor``'s device here, or None if it can."""
-    if os.environ.get("ZOO_KERNELS", "").lower() == "reference":
-        return "ZOO_KERNELS=reference"
-    interpreting = explicit and os.environ.get("TRITON_INTERPRET", "0") == "1"
-    if tensor.device.type != "cuda" and not (interpreting and tensor.device.type == "cpu"):
-        return f"tensors are on {tensor.device.type}, not CUDA"
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - triton ships with torch's CUDA wheels
-        return f"triton is not importable ({exc})"
-    return None
-
-
 def resolve_backend(backend: str, tensor: torch.Tensor, op: str = "moe_experts") -> str:
-    """``"torch"`` or ``"triton"`` for a requested backend and the tensors it will run on."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
-        return "torch"
-    reason = _triton_unavailable(tensor, explicit=backend == "triton")
-    if backend == "triton":
-        if reason is not None and reason != "ZOO_KERNELS=reference":
-            raise RuntimeError(f"{op} backend='triton' cannot run: {reason}")
-        return "torch" if reason else "triton"
-    if reason is not None:
-        _log_once(f"{op}: using the PyTorch backend because {reason}")
-        return "torch"
-    return "triton"
+    """``"torch"`` or ``"triton"`` for a requested backend and the tensors it will run on
+    (:func:`kernels.backend.resolve_backend`)."""
+    return _resolve_backend(backend, tensor, op)
 
 
 def unsupported_reason(
@@ -108,7 +74,7 @@ def _use_triton(backend: str, x: torch.Tensor, dtype: torch.dtype, widths: tuple
         return True
     if backend == "triton":
         raise ValueError(f"{op} backend='triton' cannot run: {reason}; use backend='auto' or 'torch'")
-    _log_once(f"{op}: using the PyTorch backend because {reason}")
+    log_once(f"{op}: using the PyTorch backend because {reason}")
     return False
 
 
