@@ -14,7 +14,7 @@ import os
 
 import torch
 
-__all__ = ["BACKENDS", "log_once", "resolve_backend", "triton_unavailable"]
+__all__ = ["BACKENDS", "accept_or_fall_back", "log_once", "resolve_backend", "triton_unavailable"]
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "triton")
@@ -61,3 +61,18 @@ def resolve_backend(backend: str, tensor: torch.Tensor, op: str) -> str:
         log_once(f"{op}: using the PyTorch backend because {reason}")
         return "torch"
     return "triton"
+
+
+def accept_or_fall_back(backend: str, op: str, reason: str | None) -> bool:
+    """Whether ``op`` runs its Triton code, given why its kernels cannot take these inputs (``reason``, None if
+    they can): ``"triton"`` raises on a reason, ``"auto"`` logs it once and falls back to PyTorch.
+
+    Raises:
+        ValueError: ``backend="triton"`` and a ``reason``.
+    """
+    if reason is None:
+        return True
+    if backend == "triton":
+        raise ValueError(f"{op} backend='triton' cannot run: {reason}; use backend='auto' or 'torch'")
+    log_once(f"{op}: using the PyTorch backend because {reason}")
+    return False

@@ -15,7 +15,7 @@ import itertools
 
 import torch
 
-from kernels.backend import log_once
+from kernels.backend import accept_or_fall_back
 from kernels.backend import resolve_backend as _resolve_backend
 from kernels.lightning_attention.reference import (
     lightning_attention_blockwise,
@@ -50,13 +50,9 @@ def _use_triton(backend: str, q: torch.Tensor, v: torch.Tensor, kind: str) -> bo
         return False
     from kernels.lightning_attention.triton import unsupported_reason
 
-    reason = unsupported_reason(q.shape[-1], v.shape[-1], q.dtype, kind)
-    if reason is None:
-        return True
-    if backend == "triton":
-        raise ValueError(f"lightning_attention backend='triton' cannot run: {reason}; use backend='auto' or 'torch'")
-    log_once(f"lightning_attention: using the PyTorch backend because {reason}")
-    return False
+    return accept_or_fall_back(
+        backend, "lightning_attention", unsupported_reason(q.shape[-1], v.shape[-1], q.dtype, kind)
+    )
 
 
 def _validate(q, k, v, decay, initial_state, cu_seqlens) -> None:

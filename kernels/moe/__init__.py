@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.backend import BACKENDS, log_once
+from kernels.backend import BACKENDS, accept_or_fall_back
 from kernels.backend import resolve_backend as _resolve_backend
 from kernels.moe.reference import moe_experts_reference, swiglu_reference
 
@@ -69,13 +69,7 @@ def _use_triton(backend: str, x: torch.Tensor, dtype: torch.dtype, widths: tuple
     ``"triton"`` raises instead."""
     if resolve_backend(backend, x, op) != "triton":
         return False
-    reason = unsupported_reason(x.device, dtype, widths, grouped)
-    if reason is None:
-        return True
-    if backend == "triton":
-        raise ValueError(f"{op} backend='triton' cannot run: {reason}; use backend='auto' or 'torch'")
-    log_once(f"{op}: using the PyTorch backend because {reason}")
-    return False
+    return accept_or_fall_back(backend, op, unsupported_reason(x.device, dtype, widths, grouped))
 
 
 def _validate(x, top_k_index, top_k_weights, gate_up_proj, down_proj) -> None:

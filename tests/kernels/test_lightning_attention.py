@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import kernels.backend as kernel_backend
 from kernels.lightning_attention import (
     lightning_attention,
     lightning_attention_blockwise,
@@ -186,7 +187,7 @@ def test_head_dims_beyond_the_kernels_fall_back_once_with_a_log(monkeypatch, cap
         lightning_attention(q, q, q, torch.ones(2, device=DEVICE), backend="triton")
     # "auto" where Triton would run: the PyTorch backend, and the reason logged once
     monkeypatch.setattr(la, "resolve_backend", lambda backend, tensor: "triton")
-    la.log_once.cache_clear()
+    kernel_backend.log_once.cache_clear()
     with caplog.at_level("INFO", logger="kernels"):
         for _ in range(2):
             o = lightning_attention(q, q, q, torch.ones(2, device=DEVICE), backend="auto")
