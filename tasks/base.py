@@ -109,10 +109,9 @@ class BaseTask(L.LightningModule):
         plan = getattr(self._trainer.strategy, "parallel_plan", None) if self._trainer is not None else None
         compile = self.compile_blocks()
         if plan is None:
-            if compile:
-                from zoo.parallel import compile_units
+            from zoo.parallel.compile import compile_kwargs, compile_units
 
-                kwargs = compile if isinstance(compile, dict) else {}
+            if (kwargs := compile_kwargs(compile)) is not None:
                 for module in self.parallel_modules():
                     compile_units(module, module.blocks(), **kwargs)
                 if self.shard_units() is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -79,7 +78,6 @@ class LMTask(BaseTask):
         super().__init__(optim=optim)
         self.save_hyperparameters()
         self.model = build_causal_lm(arch, config)
-        self._forward = self.model
         self._fused_loss = getattr(self.model, "forward_loss", None) if fused_loss else None
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
         self.test_ppl = Perplexity(ignore_index=IGNORE_INDEX)
@@ -92,8 +90,7 @@ class LMTask(BaseTask):
         return [self.model]
 
     def compile_blocks(self) -> bool | dict[str, Any]:
-        compile = self.hparams.compile
-        return dict(compile) if isinstance(compile, Mapping) else bool(compile)
+        return self.hparams.compile
 
     def configure_callbacks(self) -> list[Callback]:
         if not self.hparams.throughput or any(isinstance(c, TokenThroughputMonitor) for c in self.trainer.callbacks):
@@ -102,7 +99,7 @@ class LMTask(BaseTask):
 
     def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, vocab]``."""
-        return self._forward(input_ids, cu_seqlens=cu_seqlens)
+        return self.model(input_ids, cu_seqlens=cu_seqlens)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         logits = self(batch["input_ids"], batch.get("cu_seqlens"))

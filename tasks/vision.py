@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -96,8 +95,7 @@ class VisionTask(BaseTask):
         return self.net, [block for stage in stages for block in stage.children()]
 
     def compile_blocks(self) -> bool | dict[str, Any]:
-        compile = self.hparams.compile
-        return dict(compile) if isinstance(compile, Mapping) else bool(compile)
+        return self.hparams.compile
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, in_chans, H, W]`` → logits ``[B, num_classes]``."""

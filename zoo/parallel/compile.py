@@ -10,11 +10,20 @@ RoPE, the lightning mixer's SiLU and sigmoid gate, casts) into a few kernels bet
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
-__all__ = ["compile_units", "is_compiled"]
+__all__ = ["compile_kwargs", "compile_units", "is_compiled"]
+
+
+def compile_kwargs(option: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``torch.compile`` keyword arguments of a ``compile`` option (``model.compile``): a mapping's items,
+    ``{}`` for true, None (compile nothing) for false."""
+    if isinstance(option, Mapping):
+        return dict(option)
+    return {} if option else None
 
 
 def is_compiled(module: nn.Module) -> bool:

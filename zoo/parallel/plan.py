@@ -10,7 +10,7 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from zoo.errors import ConfigError
 from zoo.parallel.checkpointing import AC_MODES, apply_activation_checkpointing, checkpoint_units
-from zoo.parallel.compile import compile_units
+from zoo.parallel.compile import compile_kwargs, compile_units
 from zoo.parallel.expert import apply_expert_parallel, expert_parallel_mesh
 from zoo.parallel.fsdp import apply_fsdp, apply_fsdp_to_units
 from zoo.parallel.router import use_global_router_statistics
@@ -100,8 +100,8 @@ def parallelize(model: Any, mesh: DeviceMesh, plan: ParallelPlan, compile: bool 
         expert_mesh = expert_parallel_mesh(mesh.device_type, mesh.size(), plan.expert_parallel_size)
         apply_expert_parallel(model, expert_mesh["ep"])
     apply_activation_checkpointing(model, plan.activation_checkpointing)
-    if compile:
-        compile_units(model, model.blocks(), **(compile if isinstance(compile, dict) else {}))
+    if (kwargs := compile_kwargs(compile)) is not None:
+        compile_units(model, model.blocks(), **kwargs)
     dtype = compute_dtype(plan, mesh)
     return apply_fsdp(
         model,
@@ -129,8 +129,8 @@ def parallelize_units(
             f"valid: 1"
         )
     checkpoint_units(root, units, plan.activation_checkpointing)
-    if compile:
-        compile_units(root, units, **(compile if isinstance(compile, dict) else {}))
+    if (kwargs := compile_kwargs(compile)) is not None:
+        compile_units(root, units, **kwargs)
     dtype = compute_dtype(plan, mesh)
     return apply_fsdp_to_units(
         root, units, mesh, param_dtype=dtype, reshard_after_forward=plan.reshard_after_forward,
