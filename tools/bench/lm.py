@@ -28,6 +28,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,7 +71,9 @@ def matmul_peak(device: torch.device) -> float | None:
     return 2 * 8192**3 / seconds
 
 
-def build(preset: str, pattern: str, device: torch.device, compile_layers: bool = False) -> HybridLM:
+def build(
+    preset: str, pattern: str, device: torch.device, compile_layers: bool = False, mode: str | None = None
+) -> HybridLM:
     shape = PRESETS[preset]
     letters = PATTERNS[pattern]
     if len(letters) > shape["num_layers"]:  # a shallow preset: the last layer softmax
@@ -79,26 +82,26 @@ def build(preset: str, pattern: str, device: torch.device, compile_layers: bool 
     model = HybridLM(config).to(device)
     if compile_layers:  # torch.compile each decoder layer (fuses the norms, gates, residuals and casts)
         for layer in model.model.layers:
-            layer.compile()
+            layer.compile(**({} if mode in (None, "default") else {"mode": mode}))
     return model
 
 
-def step_category(name: str) -> str | None:
-    """The :data:`STEP_CATEGORIES` entry of a profiler event of a training step: softmax attention (SDPA / flash)
-    and the lightning-attention kernels are ``attention``; the rest as :func:`tools.bench.moe.op_category` sorts
-    it (its ``routing``: ``moe_routing``). None for an event that is neither an ``aten::`` op nor a kernel launched
-    outside one (Inductor's and the zoo's own Triton kernels), whose time is counted through its op."""
-    if any(part in name for part in ATTENTION_OPS) or name.startswith(LIGHTNING_KERNELS):
+def step_category(op: str, kernel: str) -> str:
+    """The :data:`STEP_CATEGORIES` entry of a kernel of a training step (``kernel`` launched by ``op``, as
+    :func:`tools.bench.moe.kernel_times` pairs them): softmax attention (SDPA / flash / cuDNN) and the
+    lightning-attention kernels are ``attention``; the rest as :func:`tools.bench.moe.kernel_category` sorts it (its
+    ``routing``: ``moe_routing``)."""
+    if any(part in name for name in (op, kernel) for part in ATTENTION_OPS) or kernel.startswith(LIGHTNING_KERNELS):
         return "attention"
-    if not name.startswith(("aten::", "triton_", "_moe_")):
-        return None
-    category = moe_bench.op_category(name)
+    category = moe_bench.kernel_category(op, kernel)
     return "moe_routing" if category == "routing" else category
 
 
-def profile_train_step(step, device: torch.device, repeats: int) -> dict[str, float]:
+def profile_train_step(step, device: torch.device, repeats: int, top: int = 0) -> dict[str, Any]:
     """Device milliseconds per training ``step`` by :data:`STEP_CATEGORIES` (CPU milliseconds on the CPU), from
-    ``torch.profiler`` over ``repeats`` steps after one unprofiled step; ``total`` is their sum."""
+    ``torch.profiler`` over ``repeats`` steps after one unprofiled step, each kernel counted once
+    (:func:`tools.bench.moe.kernel_times`); ``total`` is their sum. With ``top``, ``"top"`` lists the ``top``
+    costliest kernels: ``{"name", "op", "category", "ms", "calls"}`` per step."""
     from torch.profiler import ProfilerActivity, profile
 
     step()
@@ -107,24 +110,37 @@ def profile_train_step(step, device: torch.device, repeats: int) -> dict[str, fl
         for _ in range(max(repeats, 1)):
             step()
         sync(device)
-    totals = dict.fromkeys(STEP_CATEGORIES, 0.0)
-    for event in prof.key_averages():
-        category = step_category(event.key)
-        if category is None:
-            continue
-        us = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
-        totals[category] += us / 1e3 / max(repeats, 1)
-    totals["total"] = sum(totals.values())
+    steps = max(repeats, 1)
+    totals: dict[str, Any] = dict.fromkeys(STEP_CATEGORIES, 0.0)
+    kernels: dict[tuple[str, str], list[float]] = {}
+    for op, kernel, us in moe_bench.kernel_times(prof.events(), device.type == "cuda"):
+        totals[step_category(op, kernel)] += us / 1e3 / steps
+        kernels.setdefault((kernel, op), []).append(us / 1e3 / steps)
+    totals["total"] = sum(totals[c] for c in STEP_CATEGORIES)
+    if top:
+        costly = [
+            {"name": kernel[:100], "op": op[:60], "category": step_category(op, kernel), "ms": sum(ms),
+             "calls": len(ms) / steps}
+            for (kernel, op), ms in kernels.items()
+        ]  # fmt: skip
+        totals["top"] = sorted(costly, key=lambda e: -e["ms"])[:top]
     return totals
 
 
 def train_case(args, pattern: str, length: int, peak: float | None, loss: str = "fused") -> dict:
     device = torch.device(args.device)
-    model = build(args.preset, pattern, device, compile_layers=args.compile)
+    model = build(args.preset, pattern, device, compile_layers=args.compile, mode=args.compile_mode)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
     batch = max(1, args.tokens // length)
     ids = torch.randint(0, model.config.vocab_size, (batch, length + 1), device=device)
     step = sharded.train_step(model, optimizer, ids, autocast=device.type == "cuda", fused_loss=loss == "fused")
+    if args.compile and args.compile_mode == "reduce-overhead":  # CUDA graphs: a new iteration's outputs each step
+        graphed = step
+
+        def step() -> None:
+            torch.compiler.cudagraph_mark_step_begin()
+            graphed()
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seconds = time_step(step, device, args.warmup, args.repeats)
@@ -137,7 +153,7 @@ def train_case(args, pattern: str, length: int, peak: float | None, loss: str = 
         "peak_gb": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None,
     }  # fmt: skip
     if length in args.profile_lengths:
-        row["profile_ms"] = profile_train_step(step, device, max(1, args.repeats // 2))
+        row["profile_ms"] = profile_train_step(step, device, max(1, args.repeats // 2), args.top_kernels)
     return row
 
 
@@ -227,8 +243,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gen-batches", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--prefill-chunk", type=int, default=4096)
     parser.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (training)")
+    parser.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=("default", "reduce-overhead", "max-autotune"),
+        help="torch.compile mode of the layers (reduce-overhead: replayed as CUDA graphs)",
+    )
     parser.add_argument("--losses", nargs="+", default=["fused"], choices=LOSSES, help="training: LM-head loss paths")
     parser.add_argument("--profile-lengths", nargs="*", type=int, default=[], help="training: profile these T")
+    parser.add_argument("--top-kernels", type=int, default=0, help="profiled steps: list the N costliest ops/kernels")
     parser.add_argument("--strategy-lengths", nargs="+", type=int, default=[2048, 8192])
     parser.add_argument("--largest-models", nargs="+", default=list(sharded.LADDER), choices=list(sharded.LADDER))
     parser.add_argument("--largest-offload", nargs="+", type=int, default=[0, 1], help="1: with CPU offload")
@@ -244,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"preset": args.preset, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
     result["torch"] = torch.__version__
     result["compile"] = args.compile
+    result["compile_mode"] = args.compile_mode
     if "largest" in args.sections:  # first: each size in a fresh process while this one holds no device memory
         args.largest_offload = [bool(x) for x in args.largest_offload]
         result["largest"] = sharded.largest(args)
@@ -288,6 +312,10 @@ def main(argv: list[str] | None = None) -> dict:
             rows = [{"pattern": r["pattern"], "loss": r["loss"], "T": r["T"], **r["profile_ms"]} for r in profiled]
             print_table("training step by kind of work (device ms)", rows,
                         ["pattern", "loss", "T", *STEP_CATEGORIES, "total"])  # fmt: skip
+            for r in profiled:
+                if r["profile_ms"].get("top"):
+                    print_table(f"costliest ops, {r['pattern']} {r['loss']} T={r['T']} (device ms per step)",
+                                r["profile_ms"]["top"], ["name", "op", "category", "ms", "calls"])  # fmt: skip
     if "generate" in args.sections:
         patterns = [p for p in ("hybrid", "softmax") if p in args.patterns]
         result["generate"] = [generate_case(args, p, b) for b in args.gen_batches for p in patterns]

@@ -147,12 +147,42 @@ def count_syncs(events: list, window: str = STEP_RANGE) -> int:
     return sum(1 for e in events if e.name in SYNC_EVENTS and any(a <= e.time_range.start <= b for a, b in ranges))
 
 
+_LAUNCHERS = ("aten::", "triton_", "_moe_", "_chunk_", "_segment_", "_Lightning")  # the ops a kernel is named by
+
+
+def kernel_times(events: list, cuda: bool) -> list[tuple[str, str, float]]:
+    """``[(op, kernel, microseconds), ...]`` from profiler ``events`` (``prof.events()``). On CUDA every device
+    kernel once, with the innermost CPU-side op that launched it (an ``aten::`` op, the ``record_function`` range
+    of an Inductor or ``triton_op`` kernel, a lightning-attention autograd function; else the runtime event it
+    hangs from): counting kernels through their launcher, rather
+    than summing ``key_averages()``, counts a Triton kernel once although the profiler reports it both as a host
+    range and as a device kernel of the same name. On the CPU every ``aten::`` op, Inductor kernel (``triton_…``)
+    and :mod:`kernels.moe` kernel (``_moe_…``) with its self CPU time (kernel = op)."""
+    out = []
+    for event in events:
+        if event.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        if cuda and event.kernels:
+            launcher = event  # a runtime event (e.g. "Command Buffer Full") stands for the op around it
+            while not launcher.name.startswith(_LAUNCHERS) and launcher.cpu_parent is not None:
+                launcher = launcher.cpu_parent
+            op = launcher.name if launcher.name.startswith(_LAUNCHERS) else event.name
+            out += [(op, kernel.name, kernel.duration) for kernel in event.kernels]
+        elif event.name.startswith(("aten::", "triton_", "_moe_")):
+            out.append((event.name, event.name, event.self_cpu_time_total))
+    return out
+
+
+def kernel_category(op: str, kernel: str) -> str:
+    """:func:`op_category` of a kernel by its own name when it is an Inductor or :mod:`kernels.moe` kernel, else by
+    the op that launched it."""
+    return op_category(kernel if kernel.startswith(("triton_", "_moe_")) else op)
+
+
 def profile_step(step: Callable[[], None], device: torch.device, repeats: int) -> tuple[dict[str, float], float]:
     """``(milliseconds per step by category, host syncs per step)`` over ``repeats`` profiled steps, after one
-    unprofiled step. The milliseconds are by :data:`CATEGORIES`: the self device time (CPU time on the CPU) of
-    every ``aten::`` op, every Inductor kernel (a compiled module's fused work) and every :mod:`kernels.moe`
-    kernel (``_moe_…``; counted by kernel, not by the ``zoo_moe::`` custom op that launches it, which would count
-    it twice); the syncs by :func:`count_syncs`."""
+    unprofiled step. The milliseconds are by :data:`CATEGORIES` (:func:`kernel_category` of every kernel of
+    :func:`kernel_times`): device time on CUDA, CPU time on the CPU; the syncs by :func:`count_syncs`."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     step()
@@ -165,12 +195,10 @@ def profile_step(step: Callable[[], None], device: torch.device, repeats: int) -
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     totals = dict.fromkeys(CATEGORIES, 0.0)
-    for event in prof.key_averages():
-        if not event.key.startswith(("aten::", "triton_", "_moe_")):
-            continue
-        us = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
-        totals[op_category(event.key)] += us / 1e3 / steps
-    return totals, count_syncs(prof.events()) / steps
+    events = prof.events()
+    for op, kernel, us in kernel_times(events, device.type == "cuda"):
+        totals[kernel_category(op, kernel)] += us / 1e3 / steps
+    return totals, count_syncs(events) / steps
 
 
 def make_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, mark_step: bool = False) -> Callable[[], None]:
