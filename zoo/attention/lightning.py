@@ -104,19 +104,35 @@ class LightningAttention(nn.Module):
         self.output_gate = nn.Linear(dim, inner, bias=False, **factory)
         self.norm = RMSNorm(inner, norm_eps, **factory)
         self.out_proj = nn.Linear(inner, dim, bias=False, **factory)
-        with torch.device("cpu"):  # a constant, not a parameter: real even when the model is built on meta
-            self.decay = decay_rates(num_heads, layer_idx, num_layers, decay_convention).double()
-        self._decay_on: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self.decay_convention = decay_convention
+        # constants, not parameters: fp64 and fp32 copies that follow the module's device but never its dtype, and
+        # are recomputed whenever the module moves (so they are real after a meta build's to_empty); plain buffers,
+        # so a compiled block (CUDA graphs included) reads them as graph inputs
+        self.register_buffer("decay", self._decay_rates(torch.device("cpu")), persistent=False)
+        self.register_buffer("decay_fp32", self.decay.float(), persistent=False)
+
+    def _decay_rates(self, device: torch.device) -> torch.Tensor:
+        with torch.device(device):
+            return decay_rates(self.num_heads, self.layer_idx, self.num_layers, self.decay_convention).double()
+
+    def reset_buffers(self) -> None:
+        """Recompute the decay constants where ``decay`` now lives (after a move, ``to_empty`` or a cast)."""
+        device = self.decay.device
+        if device.type != "meta":
+            self._buffers["decay"] = self._decay_rates(device)
+            self._buffers["decay_fp32"] = self._buffers["decay"].float()
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self.reset_buffers()  # fn moved the constants; their values and dtype are put back
+        return self
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, head_dim={self.head_dim}, layer={self.layer_idx}/{self.num_layers}"
 
     def _rates(self, x: torch.Tensor) -> torch.Tensor:
-        """The decay rates on ``x``'s device, fp32 (fp64 for fp64 inputs) whatever the module's dtype."""
-        key = (x.device, torch.float64 if x.dtype == torch.float64 else torch.float32)
-        if key not in self._decay_on:
-            self._decay_on[key] = self.decay.to(device=key[0], dtype=key[1])
-        return self._decay_on[key]
+        """The decay rates ``[H]``, fp32 (fp64 for fp64 inputs) whatever the module's dtype."""
+        return self.decay if x.dtype == torch.float64 else self.decay_fp32
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         qkv = F.silu(self.qkv_proj(x)).view(*x.shape[:-1], self.num_heads, 3 * self.head_dim)
