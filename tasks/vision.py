@@ -31,9 +31,9 @@ class VisionTask(BaseTask):
         ca_kwargs: channel-attention arguments (``kernel_size``, ``moments``, …), over the name's presets.
         label_smoothing: cross-entropy label smoothing ε.
         channels_last: run convolutions in NHWC memory format (faster on CPUs and tensor cores).
-        compile: ``torch.compile`` each of the backbone's blocks (:meth:`shard_units`) in place when the model is
-            configured, true or ``torch.compile``'s keyword arguments (after activation checkpointing, before
-            FSDP2; :mod:`zoo.parallel.compile`).
+        compile: ``torch.compile`` in place when the model is configured, true or ``torch.compile``'s keyword
+            arguments: the whole network, or under ``strategy=fsdp2`` each of the backbone's blocks
+            (:meth:`shard_units`; after activation checkpointing, before FSDP2; :mod:`zoo.parallel.compile`).
         optim: the optimizer settings over :attr:`optim_defaults` (SGD 0.1, weight decay 5e-4, warmup + cosine),
             see :class:`~zoo.optim.OptimSettings`.
 

@@ -180,3 +180,28 @@ def test_optim_settings_build_what_they_name():
         optimizer.step()
         schedule.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * 0.2)
+
+
+def test_compile_option_compiles_the_network_and_keeps_checkpoint_names(make_cfg):
+    """``model.compile`` without a sharding strategy (dynamo with the eager backend, to stay fast on the CPU): the
+    whole network is compiled in place (one graph across the blocks), it trains as the uncompiled run does, and its
+    checkpoint loads into an uncompiled task."""
+    from zoo.parallel.compile import is_compiled
+
+    seen = []
+    original = VisionTask.configure_model
+
+    def spy(self):
+        original(self)
+        seen.append(is_compiled(self.net))
+
+    plain = train(make_cfg("model.ca=mca", name="plain"))
+    VisionTask.configure_model = spy
+    try:
+        metrics = train(make_cfg("model.ca=mca", "model.compile={backend: eager}", name="compiled"))
+    finally:
+        VisionTask.configure_model = original
+    assert seen and all(seen)
+    assert metrics["test/loss"] == pytest.approx(plain["test/loss"], abs=1e-4)
+    model = VisionTask.load_from_checkpoint(metrics["test/ckpt"], map_location="cpu", compile=False)
+    assert not is_compiled(model.net) and not any("_orig_mod" in k for k in model.state_dict())

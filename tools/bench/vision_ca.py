@@ -40,6 +40,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from zoo.channel_attention import EfficientChannelAttention, MomentChannelAttention, SqueezeExcite
+from zoo.parallel.compile import compile_units
 from zoo.registries import BACKBONE
 
 VARIANTS = ("none", "se", "eca", "mca_e", "mca_s")
@@ -99,10 +100,26 @@ def dense_flops(model: nn.Module, image_size: int) -> int:
     return counter.get_total_flops()
 
 
+COMPILE_MODES = ("none", "blocks", "whole")
+
+
+def compile_model(model: nn.Module, mode: str) -> None:
+    """``torch.compile`` in place: ``blocks`` each residual block as ``task=vision model.compile=true`` does (the
+    children of the backbone's ``nn.Sequential`` stages, :func:`zoo.parallel.compile.compile_units`), ``whole``
+    the network, ``none`` nothing."""
+    if mode == "whole":
+        model.compile()
+    elif mode == "blocks":
+        stages = [m for m in model.children() if isinstance(m, nn.Sequential)]
+        compile_units(model, [block for stage in stages for block in stage.children()])
+
+
 def throughput(
-    model: nn.Module, *, batch: int, image_size: int, device: torch.device, bf16: bool, warmup: int, repeats: int
-) -> float:
+    model: nn.Module, *, batch: int, image_size: int, device: torch.device, bf16: bool, warmup: int, repeats: int,
+    compile: str = "none",
+) -> float:  # fmt: skip
     model = model.to(device).train().to(memory_format=torch.channels_last)
+    compile_model(model, compile)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.randn(batch, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,), device=device)
@@ -139,10 +156,13 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["backbone"], r["image_size"]) for r in rows}, key=lambda p: -p[1])
+    def key(row: dict) -> tuple[str, int, str]:
+        return row["backbone"], row["image_size"], row.get("compile", "none")
+
+    panels = sorted({key(r) for r in rows}, key=lambda p: (-p[1], p[0], p[2]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (backbone, size) in zip(axes[0], panels):
-        panel = [r for r in rows if (r["backbone"], r["image_size"]) == (backbone, size)]
+    for ax, (backbone, size, mode) in zip(axes[0], panels):
+        panel = [r for r in rows if key(r) == (backbone, size, mode)]
         base = next(r for r in panel if r["variant"] == "none")["images_per_s"]
         ratios = [r["images_per_s"] / base for r in panel]
         ax.bar(
@@ -152,7 +172,8 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
         )
         for x, ratio in enumerate(ratios):
             ax.text(x, ratio + 0.01, f"{ratio:.2f}", ha="center", fontsize=8)
-        ax.set_title(f"{backbone}, {size} px, batch {panel[0]['batch']}")
+        compiled = "" if mode == "none" else f", compiled ({mode})"
+        ax.set_title(f"{backbone}, {size} px, batch {panel[0]['batch']}{compiled}")
         ax.set_ylabel("training images/s relative to none")
         ax.set_ylim(0, 1.12)
         ax.tick_params(axis="x", rotation=30)
@@ -167,6 +188,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--configs", nargs="*", help="backbone:size:batch entries (default depends on the device)")
     parser.add_argument("--variants", nargs="*", help=f"subset and order (default: {' '.join(VARIANTS + TIMM_PEERS)})")
+    parser.add_argument(
+        "--compile",
+        nargs="+",
+        default=["none"],
+        choices=COMPILE_MODES,
+        help="torch.compile: none | blocks (each residual block, as model.compile=true) | whole",
+    )
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--output", type=Path, help="write the rows as JSON here")
@@ -191,40 +219,45 @@ def main() -> None:
         if "none" not in variants:
             variants = ["none", *variants]
         base_params = None
-        for variant in variants:
-            torch.manual_seed(0)
-            model = build(backbone, variant, 10)
-            params = sum(p.numel() for p in model.parameters())
-            base_params = params if variant == "none" else base_params
-            dense = dense_flops(model, size)
-            extra = attention_flops(model, size)
-            speed = throughput(
-                model, batch=batch, image_size=size, device=device, bf16=on_gpu, warmup=warmup, repeats=repeats
-            )
-            rows.append(
-                {
-                    "backbone": backbone,
-                    "image_size": size,
-                    "batch": batch,
-                    "variant": variant,
-                    "params": params,
-                    "extra_params": params - base_params,
-                    "gflops_conv_linear": dense / 1e9,
-                    "gflops_attention": extra / 1e9,
-                    "gflops_total": (dense + extra) / 1e9,
-                    "images_per_s": speed,
-                }
-            )
-            del model
-            if on_gpu:
-                torch.cuda.empty_cache()
+        for mode in args.compile:
+            for variant in variants:
+                torch.manual_seed(0)
+                model = build(backbone, variant, 10)
+                params = sum(p.numel() for p in model.parameters())
+                base_params = params if variant == "none" else base_params
+                dense = dense_flops(model, size)
+                extra = attention_flops(model, size)
+                speed = throughput(
+                    model, batch=batch, image_size=size, device=device, bf16=on_gpu, warmup=warmup, repeats=repeats,
+                    compile=mode,
+                )  # fmt: skip
+                rows.append(
+                    {
+                        "backbone": backbone,
+                        "image_size": size,
+                        "batch": batch,
+                        "compile": mode,
+                        "variant": variant,
+                        "params": params,
+                        "extra_params": params - base_params,
+                        "gflops_conv_linear": dense / 1e9,
+                        "gflops_attention": extra / 1e9,
+                        "gflops_total": (dense + extra) / 1e9,
+                        "images_per_s": speed,
+                    }
+                )
+                del model
+                if on_gpu:
+                    torch.cuda.empty_cache()
+                torch._dynamo.reset()
     device_name = torch.cuda.get_device_name(device) if on_gpu else platform.processor() or "cpu"
     print(
         f"\ndevice: {device_name} | torch {torch.__version__} | {'bf16 autocast' if on_gpu else 'fp32'}, "
         f"channels-last, median of {repeats} steps"
     )
     header = (
-        f"{'backbone':<9} {'px':>4} {'variant':<9} {'params':>11} {'+params':>9} {'GFLOPs':>8} {'+attn':>8} "
+        f"{'backbone':<9} {'px':>4} {'compile':<7} {'variant':<9} {'params':>11} {'+params':>9} {'GFLOPs':>8} "
+        f"{'+attn':>8} "
         f"{'img/s':>9} {'vs none':>8}"
     )
     print(header)
@@ -234,9 +267,11 @@ def main() -> None:
             r
             for r in rows
             if r["backbone"] == row["backbone"] and r["variant"] == "none" and r["image_size"] == row["image_size"]
-        )
+            and r.get("compile", "none") == row.get("compile", "none")
+        )  # fmt: skip
         print(
-            f"{row['backbone']:<9} {row['image_size']:>4} {row['variant']:<9} {row['params']:>11,} "
+            f"{row['backbone']:<9} {row['image_size']:>4} {row.get('compile', 'none'):<7} {row['variant']:<9} "
+            f"{row['params']:>11,} "
             f"{row['extra_params']:>9,} {row['gflops_total']:>8.4f} {row['gflops_attention']:>8.4f} "
             f"{row['images_per_s']:>9.0f} {row['images_per_s'] / base['images_per_s']:>8.3f}"
         )
