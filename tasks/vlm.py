@@ -76,6 +76,8 @@ class VLMTask(BaseTask):
             previous stage) or a ``task=lm`` / ``task=rl`` one (the language model).
         blind: the datamodule's blank-image baseline (set through ``data.blind``; recorded here with the run).
         max_new_tokens: the answers' generation budget.
+        describe_tokens: describe-then-answer (``data.describe_first`` / ``data.describe_prompt``): the budget of
+            the description generated before each answer.
         eval_batches: generation batches per evaluation (None: the whole split).
         optim: the optimizer settings over :attr:`optim_defaults` (AdamW 1e-3, weight decay 0.05, warmup +
             cosine), see :class:`~zoo.optim.OptimSettings`.
@@ -104,6 +106,7 @@ class VLMTask(BaseTask):
         init_checkpoint: str | None = None,
         blind: bool = False,
         max_new_tokens: int = 24,
+        describe_tokens: int = 64,
         eval_batches: int | None = None,
         optim: OptimSettings | None = None,
     ) -> None:
@@ -171,10 +174,30 @@ class VLMTask(BaseTask):
     @torch.no_grad()
     def answer(self, batch: dict[str, Any]) -> list[str]:
         """Greedy answers to a generation batch (``prompts``, ``pixel_values``, ``image_grids``): the prompts'
-        embeddings with the images' features spliced in feed the decode engine's prefill."""
+        embeddings with the images' features spliced in feed the decode engine's prefill. Describe-then-answer
+        (``followups``, from ``data.describe_prompt``): each prompt is first continued by a description of up to
+        ``describe_tokens`` tokens, then that description, its eos and the followup (the question) are appended
+        and the answer is generated after them."""
         prompts: list[list[int]] = batch["prompts"]
-        ids = torch.tensor([t for p in prompts for t in p], device=self.device)[None]
+        followups = batch.get("followups") or [None] * len(prompts)
         pixels, grids = batch.get("pixel_values"), batch.get("image_grids")
+        if any(f is not None for f in followups):
+            described = self._continue(prompts, pixels, grids, self.hparams.describe_tokens)
+            prompts = [
+                prompt if followup is None else [*prompt, *(t for t in said if t != self.eos_id), self.eos_id,
+                                                 *followup]
+                for prompt, said, followup in zip(prompts, described, followups, strict=True)
+            ]  # fmt: skip
+        tokenizer = ByteTokenizer()
+        return [tokenizer.decode(tokens) for tokens in self._continue(prompts, pixels, grids,
+                                                                        self.hparams.max_new_tokens)]  # fmt: skip
+
+    def _continue(
+        self, prompts: list[list[int]], pixels: torch.Tensor | None, grids: torch.Tensor | None, budget: int
+    ) -> list[list[int]]:
+        """Greedy continuations (token ids, eos kept) of ``prompts`` whose ``<image>`` placeholders are the
+        images' features."""
+        ids = torch.tensor([t for p in prompts for t in p], device=self.device)[None]
         was_training = self.model.training
         self.model.eval()
         sharded = isinstance(self.model, FSDPModule)
@@ -188,9 +211,8 @@ class VLMTask(BaseTask):
                 self.model.reshard()
             self.model.train(was_training)
         parts = list(embeds.split([len(p) for p in prompts]))
-        out = generate(self.model, prompts, self.hparams.max_new_tokens, eos=self.eos_id, inputs_embeds=parts)
-        tokenizer = ByteTokenizer()
-        return [tokenizer.decode(tokens) for tokens in out.tokens]
+        out = generate(self.model, prompts, budget, eos=self.eos_id, inputs_embeds=parts)
+        return [list(map(int, tokens)) for tokens in out.tokens]
 
     def _score(self, split: str) -> None:
         """Answer the split's generation prompts and log exact match per type (and BLEU for captions)."""

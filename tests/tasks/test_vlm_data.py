@@ -25,6 +25,7 @@ from tasks.data.vlm import (
     RowSampler,
     copy_paste_vqa,
     encode_conversation,
+    encode_described_prompt,
     encode_prompt,
     normalize_answer,
 )
@@ -357,6 +358,51 @@ def test_multi_turn_records_hold_every_question_of_an_image(generated):
     assert all(isinstance(r["type"], str) for r in dm.eval_sets["test"].records)
     flat = small_module(generated, multi_turn=False)
     assert flat.sets["train"].records == single
+
+
+def test_described_prompts_ask_for_the_description_then_the_question():
+    r = record("r", ["a.png"], [("human", "<image>\nHow many?"), ("gpt", "3")])
+    prefix, followup, expected = encode_described_prompt(r, [2], TOKENIZER, 257, "Describe the image.")
+    assert runs(prefix, 257) == [2] and 257 not in followup and expected == "3"
+    assert TOKENIZER.decode([t for t in prefix if t != 257]) == "USER: \nDescribe the image.\nASSISTANT: "
+    assert TOKENIZER.decode(followup) == "\nUSER: How many?\nASSISTANT: "
+    # what the model reads at the answer = the training rendering of [describe turn, question turn]
+    trained = record("t", ["a.png"], [("human", "<image>\nDescribe the image."), ("gpt", "a bag"),
+                                      ("human", "How many?"), ("gpt", "3")])  # fmt: skip
+    ids, _ = encode_conversation(trained, [2], TOKENIZER, 257)
+    said = [*b"a bag", TOKENIZER.eos_id]
+    assert ids[: len(prefix) + len(said) + len(followup)] == [*prefix, *said, *followup]
+    caption = record("c", ["a.png"], [("human", "<image>\nDescribe the image."), ("gpt", "a bag")])
+    plain, none, text = encode_described_prompt(caption, [2], TOKENIZER, 257, "Describe the image.")
+    assert none is None and (plain, text) == encode_prompt(caption, [2], TOKENIZER, 257)
+    late = record("l", ["a.png"], [("human", "Hi"), ("gpt", "hi"), ("human", "<image>\nHow many?"), ("gpt", "3")])
+    with pytest.raises(ConfigError, match="every <image> in the first human turn"):
+        encode_described_prompt(late, [2], TOKENIZER, 257, "Describe the image.")
+
+
+def test_describe_first_trains_on_caption_then_questions_and_generates_after_a_caption(generated):
+    dm = small_module(generated, describe_first=True)
+    dialogs, captions = records(generated, "train", "dialogs"), records(generated, "train", "captions")
+    described = dm.sets["train"].records
+    assert len(described) == COUNTS["train"]
+    for full, dialog, cap in zip(described, dialogs, captions, strict=True):
+        turns = full["conversations"]
+        assert turns[:2] == cap["conversations"] and full["type"] == ["caption", *dialog["type"]]
+        assert turns[2]["value"] == dialog["conversations"][0]["value"].removeprefix("<image>\n")
+        assert turns[3:] == dialog["conversations"][1:]
+    sample = dm.sets["train"].sample(0)
+    targets = [t for t in sample["labels"] if t != IGNORE_INDEX]
+    assert targets[: len(captions[0]["conversations"][1]["value"]) + 1] == [
+        *captions[0]["conversations"][1]["value"].encode(),
+        TOKENIZER.eos_id,
+    ]  # the caption is supervised too
+    batch = next(iter(dm.generation_dataloader("val")))
+    assert all(f is not None and 257 not in f for f in batch["followups"])
+    assert all(TOKENIZER.decode([t for t in p if t != 257]).endswith("Describe the image.\nASSISTANT: ")
+               for p in batch["prompts"])  # fmt: skip
+    assert all(f is None for f in next(iter(small_module(generated).generation_dataloader("val")))["followups"])
+    with pytest.raises(ConfigError, match=r"describe_first=true .* needs data\.multi_turn=true"):
+        small_module(generated, describe_first=True, multi_turn=False)
 
 
 def test_align_stage_trains_on_captions_and_evaluates_questions(generated):

@@ -102,6 +102,33 @@ def test_answers_are_the_greedy_continuations_with_the_images(vlm_cfg):
     assert answers[0][:1] == ByteTokenizer().decode([expected])[:1] or expected == ByteTokenizer().eos_id
 
 
+def test_describe_first_answers_after_the_models_own_description(vlm_cfg):
+    """``data.describe_first``: the answer is generated after the prompt, the description the model generated
+    for it, its eos and the question; the descriptions get ``vlm.describe_tokens``."""
+    task, datamodule, _ = build(vlm_cfg("data.describe_first=true", "vlm.describe_tokens=5", name="described"))
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.generation_dataloader("val")))
+    calls = []
+    original = task._continue
+
+    def spy(prompts, pixels, grids, budget):
+        out = original(prompts, pixels, grids, budget)
+        calls.append((prompts, budget, out))
+        return out
+
+    task._continue = spy
+    answers = task.answer(batch)
+    (first, budget1, said), (second, budget2, out) = calls
+    assert first == batch["prompts"] and (budget1, budget2) == (5, task.hparams.max_new_tokens)
+    eos = task.eos_id
+    for prompt, description, followup, full in zip(first, said, batch["followups"], second, strict=True):
+        assert len(description) <= 5
+        assert full == [*prompt, *(t for t in description if t != eos), eos, *followup]
+    from tasks.data.tokenizer import ByteTokenizer
+
+    assert answers == [ByteTokenizer().decode(tokens) for tokens in out]
+
+
 @pytest.mark.slow
 def test_vlm_trains_under_fsdp2_on_two_processes(tmp_path):
     """strategy=fsdp2 on 2 CPU ranks (gloo): the VLM's vision blocks and LM blocks sharded, a run that finishes and

@@ -13,7 +13,13 @@ Modules: :mod:`~tasks.data.vlm.conversation` (rendering and tokenising), :mod:`~
 """
 
 from tasks.data.vlm.collate import Collate, RowSampler, eval_collate
-from tasks.data.vlm.conversation import IMAGE_TAG, encode_conversation, encode_prompt, normalize_answer
+from tasks.data.vlm.conversation import (
+    IMAGE_TAG,
+    encode_conversation,
+    encode_described_prompt,
+    encode_prompt,
+    normalize_answer,
+)
 from tasks.data.vlm.copy_paste_vqa import NAMES, QUESTION_TYPES
 from tasks.data.vlm.datamodule import BLANK, CopyPasteVQADataModule, LlavaDataModule, LlavaSet, RecordImageTooLargeError
 
@@ -29,6 +35,7 @@ __all__ = [
     "RecordImageTooLargeError",
     "RowSampler",
     "encode_conversation",
+    "encode_described_prompt",
     "encode_prompt",
     "eval_collate",
     "normalize_answer",

@@ -29,6 +29,7 @@ __all__ = [
     "ROLES",
     "count_image_tags",
     "encode_conversation",
+    "encode_described_prompt",
     "encode_prompt",
     "image_paths",
     "normalize_answer",
@@ -156,3 +157,44 @@ def encode_prompt(
     if runs:
         raise ConfigError(f"record {_name(record)}: an {IMAGE_TAG} tag comes after the last gpt turn")
     return ids + tokenizer.encode(ROLES["gpt"]), conversation[last][1]
+
+
+def encode_described_prompt(
+    record: Mapping[str, Any], image_tokens: Sequence[int], tokenizer: Tokenizer, image_token_id: int, describe: str
+) -> tuple[list[int], list[int] | None, str]:
+    """``(prefix_ids, followup_ids, answer)`` for describe-then-answer generation: the model first describes the
+    images, then answers the record's question with its own description in context.
+
+    The record's images move to a first turn that asks ``describe``: ``prefix_ids`` renders
+    ``"USER: <image>…\n{describe}\nASSISTANT: "``; the model continues it with a description and its eos;
+    ``followup_ids`` renders what comes after that eos: ``"\n"``, then the record's conversation up to
+    ``"ASSISTANT: "`` of its last gpt turn with its ``<image>`` tags removed (earlier gpt turns whole).
+    ``followup_ids`` is None when the record *is* the description request (its first human turn, tags removed,
+    is ``describe``): then ``prefix_ids`` is its plain prompt (:func:`encode_prompt`). Training records of this
+    protocol put the reference description in that first turn (``copy_paste_vqa``'s ``described`` files).
+
+    Raises:
+        ConfigError: an ``<image>`` tag outside the first human turn.
+    """
+    conversation = turns(record)
+    first = next(k for k, (speaker, _) in enumerate(conversation) if speaker == "human")
+    if any(IMAGE_TAG in value for k, (speaker, value) in enumerate(conversation) if k != first):
+        raise ConfigError(f"record {_name(record)}: describe-then-answer needs every {IMAGE_TAG} in the first human "
+                          f"turn")  # fmt: skip
+    value = conversation[first][1]
+    tags = value.count(IMAGE_TAG)
+    question = value.replace(IMAGE_TAG, "").strip()
+    if question == describe.strip():
+        prompt, answer = encode_prompt(record, image_tokens, tokenizer, image_token_id)
+        return prompt, None, answer
+    runs = _runs(record, image_tokens, image_token_id)
+    prefix = _human("\n".join([IMAGE_TAG] * tags + [describe]), tokenizer, runs) + tokenizer.encode(ROLES["gpt"])
+    rest = [(conversation[first][0], question), *conversation[first + 1 :]]
+    last = max(k for k, (speaker, _) in enumerate(rest) if speaker == "gpt")
+    followup = tokenizer.encode("\n")
+    for speaker, text in rest[:last]:
+        if speaker == "human":
+            followup += _human(text, tokenizer, [])
+        else:
+            followup += [token for part in _gpt(text, tokenizer) for token in part]
+    return prefix, followup + tokenizer.encode(ROLES["gpt"]), rest[last][1]

@@ -6,8 +6,8 @@ whole onto a photo; ``layout="overlap"`` piles 1–6 with occlusion as :func:`ta
 (occluded objects dropped as that module annotates them). With probability :data:`DETAIL_PROBABILITY` one extra
 **small object** is pasted where it touches no visible object. Every visible object (the small one included) is named by
 :data:`NAMES` (one lowercase word per category). Per image the set holds one caption record
-(``"<image>\\nDescribe the image."`` → ``"a trouser, an animal, a bag"``, the objects by the left edge of their
-boxes) and one record per question (``type`` one of :data:`QUESTION_TYPES`):
+(``"<image>\\nDescribe the image."`` → ``"3 objects: a trouser, an animal, a small bag"``: the count, then the
+objects by the left edge of their boxes, the small one marked) and one record per question (``type`` one of :data:`QUESTION_TYPES`):
 
 =========== =================================== ==============================================================
 type        question                            answer
@@ -39,6 +39,9 @@ splits. Output::
     out/<split>_captions.json  out/<split>_vqa.json    (LLaVA records, image paths relative to out)
     out/<split>_dialogs.json   (per image ONE record: all its questions as consecutive human / gpt turns in a
                                 shuffled order, ``<image>`` in the first human turn, ``type`` the list of types)
+    out/<split>_described.json (per image ONE record: the caption turn first — ``<image>`` and
+                                ``Describe the image.`` — then the dialog's questions in its order: describe, then
+                                answer; ``type`` ``["caption", *types]``)
     out/<split>_objects.json   (the annotations the answers come from: per image its objects' category, name,
                                 box [x, y, w, h], area and whether it is the small one)
 
@@ -65,7 +68,7 @@ from zoo.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-VERSION = 4  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
+VERSION = 6  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
 SPLITS = ("train", "val", "test")
 BANK = {"train": "train", "val": "val", "test": "val"}  # the copy-paste object bank each split pastes from
 QUESTION_TYPES = ("count", "presence", "leftmost", "quadrant", "detail")
@@ -198,9 +201,12 @@ def make_scene(
 
 # ------------------------------------------------------------------------------------------------ questions
 def caption(objects: list[dict[str, Any]]) -> str:
-    """The objects left to right (box ``x``, then ``y``): ``"a trouser, an animal, a bag"``."""
+    """The count, then the objects left to right (box ``x``, then ``y``), the small one marked:
+    ``"3 objects: a trouser, an animal, a small bag"`` (``"1 object: a bag"``)."""
     ordered = sorted(objects, key=lambda o: (o["bbox"][0], o["bbox"][1], o["name"]))
-    return ", ".join(f"{article(o['name'])} {o['name']}" for o in ordered)
+    items = [f"{article('small' if o['small'] else o['name'])} {'small ' if o['small'] else ''}{o['name']}"
+             for o in ordered]  # fmt: skip
+    return f"{len(objects)} object{'' if len(objects) == 1 else 's'}: " + ", ".join(items)
 
 
 def _centre(obj: dict[str, Any]) -> tuple[float, float]:
@@ -263,7 +269,7 @@ def _record(split: str, index: int, kind: str, question: str, answer: str) -> di
     }
 
 
-def _dialog(split: str, index: int, items: list[tuple[str, str, str]]) -> dict[str, Any]:
+def _dialog(split: str, index: int, items: list[tuple[str, str, str]], name: str = "dialog") -> dict[str, Any]:
     """One record holding every question of image ``index`` as consecutive human / gpt turns (``<image>`` in the
     first human turn only); ``type`` lists the questions' types in turn order."""
     conversations: list[dict[str, str]] = []
@@ -273,7 +279,7 @@ def _dialog(split: str, index: int, items: list[tuple[str, str, str]]) -> dict[s
             {"from": "gpt", "value": answer},
         ]
     return {
-        "id": f"{split}-{index:06d}-dialog",
+        "id": f"{split}-{index:06d}-{name}",
         "image": f"{split}/{index:06d}.png",
         "conversations": conversations,
         "type": [kind for kind, _, _ in items],
@@ -288,9 +294,9 @@ def _write_json(path: Path, items: list[Any]) -> None:
 
 # ------------------------------------------------------------------------------------------------ files
 def split_paths(out: str | os.PathLike, split: str) -> dict[str, Path]:
-    """``{"captions", "vqa", "dialogs", "objects"}`` → the split's JSON files under ``out``."""
+    """``{"captions", "vqa", "dialogs", "described", "objects"}`` → the split's JSON files under ``out``."""
     out = Path(out).expanduser()
-    return {kind: out / f"{split}_{kind}.json" for kind in ("captions", "vqa", "dialogs", "objects")}
+    return {kind: out / f"{split}_{kind}.json" for kind in ("captions", "vqa", "dialogs", "described", "objects")}
 
 
 def generate_split(
@@ -316,7 +322,7 @@ def generate_split(
     bank = ObjectBank(BANK[split])
     names = sorted({NAMES[c] for c in bank.category_ids})
     code = 100 + SPLITS.index(split)
-    images, captions, vqa, dialogs = [], [], [], []
+    images, captions, vqa, dialogs, described = [], [], [], [], []
     for index in range(1, count + 1):
         rgb, objects = make_scene(
             bank, np.random.default_rng([seed, code, index]), size, background, scale, layout, max_objects
@@ -333,6 +339,10 @@ def generate_split(
         vqa += [_record(split, index, *q) for q in items]
         order = np.random.default_rng([seed, code, index, 2]).permutation(len(items))  # turn order: shuffled
         dialogs.append(_dialog(split, index, [items[k] for k in order]))
+        described.append(
+            _dialog(split, index, [(CAPTION_TYPE, CAPTION_PROMPT, caption(objects))] + [items[k] for k in order],
+                    "described")
+        )  # fmt: skip
     paths = split_paths(out, split)
     info = {"split": split, "bank": BANK[split], "seed": seed, "image_size": size, "version": VERSION,
             "background": background, "scale": list(scale), "layout": layout, "max_objects": max_objects}  # fmt: skip
@@ -340,6 +350,7 @@ def generate_split(
         handle.write(json.dumps({"info": info, "images": images}, sort_keys=True) + "\n")
     _write_json(paths["captions"], captions)
     _write_json(paths["dialogs"], dialogs)
+    _write_json(paths["described"], described)
     _write_json(paths["vqa"], vqa)
     log.info("wrote %d %s images, %d captions and %d questions to %s", count, split, count, len(vqa), out)
     return paths

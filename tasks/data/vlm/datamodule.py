@@ -25,7 +25,13 @@ from tasks.data.text import ResumableLoader
 from tasks.data.tokenizer import ByteTokenizer, Tokenizer
 from tasks.data.vlm import copy_paste_vqa
 from tasks.data.vlm.collate import Collate, Rows, RowSampler, eval_collate
-from tasks.data.vlm.conversation import count_image_tags, encode_conversation, encode_prompt, image_paths
+from tasks.data.vlm.conversation import (
+    count_image_tags,
+    encode_conversation,
+    encode_described_prompt,
+    encode_prompt,
+    image_paths,
+)
 from zoo.errors import ConfigError, DatasetNotFoundError
 from zoo.registries import DATA
 from zoo.vision_language.tiling import ImageTooLargeError, Tiling
@@ -56,6 +62,8 @@ class LlavaSet:
         max_tokens: the longest sample (in tokens) allowed.
         blind: every image replaced by a blank (``BLANK`` grey) image of its size.
         prompts: also check the generation prompt of every record (the last gpt turn is the answer).
+        describe: describe-then-answer generation (:func:`encode_described_prompt`): the model first answers
+            this request about the images, then the record's question (None: the question directly).
     """
 
     def __init__(
@@ -69,8 +77,10 @@ class LlavaSet:
         max_tokens: int,
         blind: bool = False,
         prompts: bool = False,
+        describe: str | None = None,
     ) -> None:
         self.files, self.image_folder = files, image_folder
+        self.describe = describe
         self.tiling, self.patches_per_tile = tiling, patches_per_tile
         self.tokenizer, self.image_token_id = tokenizer, image_token_id
         self.blind = blind
@@ -116,7 +126,7 @@ class LlavaSet:
         try:
             ids, _ = encode_conversation(record, tokens, self.tokenizer, self.image_token_id)
             if prompts:
-                encode_prompt(record, tokens, self.tokenizer, self.image_token_id)
+                self._encode_prompt(record, tokens)
         except ConfigError as exc:
             raise ConfigError(f"{file}: {exc}") from exc
         if len(ids) > max_tokens:
@@ -153,14 +163,22 @@ class LlavaSet:
         tiles, grids = self.tiles(i)
         return {"input_ids": ids, "labels": labels, "tiles": tiles, "grids": grids}
 
+    def _encode_prompt(self, record: dict[str, Any], tokens: list[int]) -> tuple[list[int], list[int] | None, str]:
+        if self.describe is None:
+            prompt, answer = encode_prompt(record, tokens, self.tokenizer, self.image_token_id)
+            return prompt, None, answer
+        return encode_described_prompt(record, tokens, self.tokenizer, self.image_token_id, self.describe)
+
     def prompt(self, i: int) -> dict[str, Any]:
-        """Record ``i`` as a generation sample: ``prompt``, ``answer``, ``type`` (``"other"`` when the record has
-        none), ``id``, ``tiles``, ``grids``."""
+        """Record ``i`` as a generation sample: ``prompt``, ``followup`` (describe-then-answer: the ids after the
+        generated description, else None), ``answer``, ``type`` (``"other"`` when the record has none), ``id``,
+        ``tiles``, ``grids``."""
         record = self.records[i]
-        prompt, answer = encode_prompt(record, self.image_tokens[i], self.tokenizer, self.image_token_id)
+        prompt, followup, answer = self._encode_prompt(record, self.image_tokens[i])
         tiles, grids = self.tiles(i)
         kind = str(record.get("type", "other"))
-        return {"prompt": prompt, "answer": answer, "type": kind, "id": record["id"], "tiles": tiles, "grids": grids}
+        return {"prompt": prompt, "followup": followup, "answer": answer, "type": kind, "id": record["id"],
+                "tiles": tiles, "grids": grids}  # fmt: skip
 
 
 def _read_records(file: Path) -> list[Any]:
@@ -229,6 +247,10 @@ class LlavaDataModule(L.LightningDataModule):
             sequence lengths).
         stage: ``align`` or ``instruct``: for ``llava_json`` informational only (kept in the hyperparameters;
             give the stage's files in ``train_json``); ``copy_paste_vqa`` chooses its training records by it.
+        describe_prompt: describe-then-answer generation: the model first answers this request about the images
+            (e.g. ``"Describe the image."``), then the question with its description in context
+            (:func:`~tasks.data.vlm.conversation.encode_described_prompt`); null: the question directly. Train on
+            records that hold the request as their first turn.
 
     After :meth:`setup`: ``sets`` (``{"train" | "val" | "test": LlavaSet}`` of the loss batches),
     ``eval_sets`` (the generation sets), ``tiling``, ``patches_per_tile``, ``tokenizer``, ``vocab_size``.
@@ -254,6 +276,7 @@ class LlavaDataModule(L.LightningDataModule):
         seed: int = 0,
         blind: bool = False,
         stage: str = "instruct",
+        describe_prompt: str | None = None,
     ) -> None:
         super().__init__()
         if type(self) is LlavaDataModule:  # a subclass saves its own arguments
@@ -293,6 +316,9 @@ class LlavaDataModule(L.LightningDataModule):
         self.batch_size, self.max_tokens, self.pack = batch_size, max_tokens, bool(pack)
         self.num_workers, self.seed = num_workers, seed
         self.blind, self.stage = bool(blind), stage
+        if describe_prompt is not None and (not isinstance(describe_prompt, str) or not describe_prompt.strip()):
+            raise ConfigError(f"data.describe_prompt={describe_prompt!r} must be a non-empty string or null")
+        self.describe_prompt = describe_prompt
         self.sets: dict[str, LlavaSet] = {}
         self.eval_sets: dict[str, LlavaSet] = {}
 
@@ -324,7 +350,7 @@ class LlavaDataModule(L.LightningDataModule):
             if key not in built:
                 built[key] = LlavaSet(
                     files, folder, self.tiling, self.patches_per_tile, self.tokenizer, self.image_token_id,
-                    self.max_tokens, self.blind, prompts,
+                    self.max_tokens, self.blind, prompts, self.describe_prompt if prompts else None,
                 )  # fmt: skip
             return built[key]
 
@@ -431,6 +457,10 @@ class CopyPasteVQADataModule(LlavaDataModule):
         multi_turn: instruct-stage loss records (every split): per image ONE record with all its questions as
             consecutive turns (the image is encoded once for 2–5 answers); false: one record per question.
             Generation batches are single questions either way.
+        describe_first: describe, then answer: the instruct loss records are the ``described`` dialogs (per image
+            the caption turn first, then its questions; needs ``multi_turn``), and generation asks each question
+            after the model's own caption (``describe_prompt`` = ``Describe the image.``).
+        instruct_captions: the caption records join the instruct loss records.
         background / scale / layout / max_objects: the scenes' background style, object size range, placement
             (``scattered``: apart and whole; ``overlap``: the detection set's occluding piles) and most objects
             (:func:`~tasks.data.vlm.copy_paste_vqa.compose`).
@@ -457,6 +487,7 @@ class CopyPasteVQADataModule(LlavaDataModule):
         stage: str = "instruct",
         multi_turn: bool = True,
         instruct_captions: bool = False,
+        describe_first: bool = False,
         background: str = copy_paste_vqa.BACKGROUND,
         scale: tuple[float, float] | list[float] = copy_paste_vqa.SCALE,
         layout: str = copy_paste_vqa.LAYOUT,
@@ -481,7 +512,10 @@ class CopyPasteVQADataModule(LlavaDataModule):
         except ConfigError as exc:
             raise ConfigError(f"data.{exc}") from None
         self.background, self.multi_turn = background, bool(multi_turn)
-        self.instruct_captions = bool(instruct_captions)
+        self.instruct_captions, self.describe_first = bool(instruct_captions), bool(describe_first)
+        if self.describe_first and not self.multi_turn:
+            raise ConfigError("data.describe_first=true trains on one dialog per image (caption, then questions): "
+                              "it needs data.multi_turn=true")  # fmt: skip
         self.layout, self.max_objects = layout, max_objects
         settings = copy_paste_vqa.settings(
             train_images, val_images, test_images, image_size, seed, background=background, scale=self.scale,
@@ -497,6 +531,7 @@ class CopyPasteVQADataModule(LlavaDataModule):
             image_folder=directory, tile_size=tile_size, max_tiles=max_tiles, dynamic=dynamic, patch_size=patch_size,
             image_token_id=image_token_id, batch_size=batch_size, max_tokens=max_tokens, pack=pack,
             num_workers=num_workers, seed=seed, blind=blind, stage=stage,
+            describe_prompt=copy_paste_vqa.CAPTION_PROMPT if self.describe_first else None,
         )  # fmt: skip
         self.save_hyperparameters()
 
@@ -504,7 +539,8 @@ class CopyPasteVQADataModule(LlavaDataModule):
         if self.stage == "align":
             kinds = ["captions"]
         else:
-            kinds = ["dialogs" if self.multi_turn else "vqa"] + (["captions"] if self.instruct_captions else [])
+            questions = "described" if self.describe_first else "dialogs" if self.multi_turn else "vqa"
+            kinds = [questions] + (["captions"] if self.instruct_captions else [])
         return {split: [copy_paste_vqa.split_paths(self.root, split)[k] for k in kinds] for split in SPLITS}
 
     def eval_files(self) -> dict[str, list[Path]]:
