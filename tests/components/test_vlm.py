@@ -119,6 +119,14 @@ def test_projectors_map_the_width():
     x = torch.randn(2, 5, 32)
     assert PROJECTOR.build("mlp2x_gelu", 32, 48)(x).shape == (2, 5, 48)
     assert PROJECTOR.build("linear", 32, 48)(x).shape == (2, 5, 48)
+    normed = PROJECTOR.build("mlp2x_gelu_rmsnorm", 32, 48)
+    with torch.no_grad():
+        normed.linear_2.weight.mul_(100.0)  # whatever scale the MLP drifts to, image tokens enter at unit norm
+    torch.testing.assert_close(normed(x).norm(dim=-1), torch.ones(2, 5), rtol=1e-4, atol=1e-4)
+    model = tiny_vlm(projector="mlp2x_gelu_rmsnorm")
+    model.reset_parameters()  # the model's initialiser keeps the unit gain
+    gain = model.multi_modal_projector.norm.weight
+    torch.testing.assert_close(gain, torch.full_like(gain, gain.numel() ** -0.5))
 
 
 # ------------------------------------------------------------------------------------------------- image layout

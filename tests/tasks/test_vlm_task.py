@@ -1,4 +1,4 @@
-"""task=vlm from the real Hydra config (vlm_tiny on a small generated copy_paste_vqa set), on the CPU."""
+"""task=vlm from the real Hydra config (vlm_tiny_convnet on a small generated copy_paste_vqa set), on the CPU."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_warm_start_loads_a_language_model_or_a_whole_vlm(vlm_cfg, tmp_path):
 def test_answers_are_the_greedy_continuations_with_the_images(vlm_cfg):
     """The engine's answer (image features in its prefill) starts with the argmax of the full forward over the
     prompt and its images; blank images change the answers' log-probabilities."""
-    task, datamodule, _ = build(vlm_cfg(name="answers"))
+    task, datamodule, _ = build(vlm_cfg("data.describe_first=false", name="answers"))
     datamodule.setup("validate")
     batch = next(iter(datamodule.generation_dataloader("val")))
     task.eval()

@@ -6,8 +6,8 @@ whole onto a photo; ``layout="overlap"`` piles 1–6 with occlusion as :func:`ta
 (occluded objects dropped as that module annotates them). With probability :data:`DETAIL_PROBABILITY` one extra
 **small object** is pasted where it touches no visible object. Every visible object (the small one included) is named by
 :data:`NAMES` (one lowercase word per category). Per image the set holds one caption record
-(``"<image>\\nDescribe the image."`` → ``"3 objects: a trouser, an animal, a small bag"``: the count, then the
-objects by the left edge of their boxes, the small one marked) and one record per question (``type`` one of :data:`QUESTION_TYPES`):
+(``"<image>\\nDescribe the image."`` → ``"a trouser, an animal, a bag"``, the objects by the left edge of their
+boxes) and one record per question (``type`` one of :data:`QUESTION_TYPES`):
 
 =========== =================================== ==============================================================
 type        question                            answer
@@ -68,7 +68,7 @@ from zoo.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-VERSION = 6  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
+VERSION = 5  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
 SPLITS = ("train", "val", "test")
 BANK = {"train": "train", "val": "val", "test": "val"}  # the copy-paste object bank each split pastes from
 QUESTION_TYPES = ("count", "presence", "leftmost", "quadrant", "detail")
@@ -201,12 +201,11 @@ def make_scene(
 
 # ------------------------------------------------------------------------------------------------ questions
 def caption(objects: list[dict[str, Any]]) -> str:
-    """The count, then the objects left to right (box ``x``, then ``y``), the small one marked:
-    ``"3 objects: a trouser, an animal, a small bag"`` (``"1 object: a bag"``)."""
+    """The objects left to right (box ``x``, then ``y``): ``"a trouser, an animal, a bag"``. (A caption that starts
+    with the count and marks the small object, ``"3 objects: a trouser, an animal, a small bag"``, left the
+    vision-language model blind in every run tried: see docs/results.md.)"""
     ordered = sorted(objects, key=lambda o: (o["bbox"][0], o["bbox"][1], o["name"]))
-    items = [f"{article('small' if o['small'] else o['name'])} {'small ' if o['small'] else ''}{o['name']}"
-             for o in ordered]  # fmt: skip
-    return f"{len(objects)} object{'' if len(objects) == 1 else 's'}: " + ", ".join(items)
+    return ", ".join(f"{article(o['name'])} {o['name']}" for o in ordered)
 
 
 def _centre(obj: dict[str, Any]) -> tuple[float, float]:
