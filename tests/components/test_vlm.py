@@ -302,6 +302,7 @@ def test_dtype_casts_the_parameters_and_keeps_the_rotary_tables_in_fp32():
     model = tiny_vlm()
     cast = VisionLanguageModel(copy.deepcopy(CONFIG), dtype=torch.float64).eval()
     assert {p.dtype for p in cast.parameters()} == {torch.float64}
+
     def buffer_dtypes(m):  # the lightning mixers' decay rates are fp64 constants (with an fp32 copy) by design
         return {b.dtype for name, b in m.named_buffers() if not name.endswith(".decay")}
 
