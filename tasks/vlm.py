@@ -175,13 +175,13 @@ class VLMTask(BaseTask):
     def answer(self, batch: dict[str, Any]) -> list[str]:
         """Greedy answers to a generation batch (``prompts``, ``pixel_values``, ``image_grids``): the prompts'
         embeddings with the images' features spliced in feed the decode engine's prefill. Describe-then-answer
-        (``followups``, from ``data.describe_prompt``): each prompt is first continued by a description of up to
-        ``describe_tokens`` tokens, then that description, its eos and the followup (the question) are appended
-        and the answer is generated after them."""
+        (``described`` / ``followups``, from ``data.describe_prompt``): each prompt is first continued by a
+        description of up to ``describe_tokens`` tokens, then that description, its eos and the followup (the
+        question) are appended and the answer is generated after them."""
         prompts: list[list[int]] = batch["prompts"]
         followups = batch.get("followups") or [None] * len(prompts)
         pixels, grids = batch.get("pixel_values"), batch.get("image_grids")
-        if any(f is not None for f in followups):
+        if batch.get("described") or any(f is not None for f in followups):  # (every process: FSDP collectives)
             described = self._continue(prompts, pixels, grids, self.hparams.describe_tokens)
             prompts = [
                 prompt if followup is None else [*prompt, *(t for t in said if t != self.eos_id), self.eos_id,

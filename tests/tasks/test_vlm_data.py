@@ -398,6 +398,7 @@ def test_describe_first_trains_on_caption_then_questions_and_generates_after_a_c
     ]  # the caption is supervised too
     batch = next(iter(dm.generation_dataloader("val")))
     assert all(f is not None and 257 not in f for f in batch["followups"])
+    assert batch["described"] and not next(iter(small_module(generated).generation_dataloader("val")))["described"]
     assert all(TOKENIZER.decode([t for t in p if t != 257]).endswith("Describe the image.\nASSISTANT: ")
                for p in batch["prompts"])  # fmt: skip
     assert all(f is None for f in next(iter(small_module(generated).generation_dataloader("val")))["followups"])

@@ -80,10 +80,12 @@ class Collate:
 
 def eval_collate(samples: Sequence[Sample]) -> dict[str, Any]:
     """Generation samples → ``{"prompts": list[list[int]] (placeholders expanded), "followups": list[list[int] |
-    None] (describe-then-answer: what follows the generated description), "answers": list[str], "types":
-    list[str], "ids": list[str], "pixel_values", "image_grids", "images_per_sample"}``."""
+    None] (describe-then-answer: what follows the generated description), "described": bool (the set is
+    describe-then-answer: the same on every process), "answers": list[str], "types": list[str], "ids": list[str],
+    "pixel_values", "image_grids", "images_per_sample"}``."""
     return {
         "prompts": [list(s["prompt"]) for s in samples],
+        "described": any(s.get("described", False) for s in samples),
         "followups": [None if s.get("followup") is None else list(s["followup"]) for s in samples],
         "answers": [s["answer"] for s in samples],
         "types": [s["type"] for s in samples],

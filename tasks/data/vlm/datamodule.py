@@ -171,14 +171,14 @@ class LlavaSet:
 
     def prompt(self, i: int) -> dict[str, Any]:
         """Record ``i`` as a generation sample: ``prompt``, ``followup`` (describe-then-answer: the ids after the
-        generated description, else None), ``answer``, ``type`` (``"other"`` when the record has none), ``id``,
-        ``tiles``, ``grids``."""
+        generated description, else None), ``described`` (whether the set is describe-then-answer), ``answer``,
+        ``type`` (``"other"`` when the record has none), ``id``, ``tiles``, ``grids``."""
         record = self.records[i]
         prompt, followup, answer = self._encode_prompt(record, self.image_tokens[i])
         tiles, grids = self.tiles(i)
         kind = str(record.get("type", "other"))
-        return {"prompt": prompt, "followup": followup, "answer": answer, "type": kind, "id": record["id"],
-                "tiles": tiles, "grids": grids}  # fmt: skip
+        return {"prompt": prompt, "followup": followup, "described": self.describe is not None, "answer": answer,
+                "type": kind, "id": record["id"], "tiles": tiles, "grids": grids}  # fmt: skip
 
 
 def _read_records(file: Path) -> list[Any]:
