@@ -146,7 +146,17 @@ def encode_prompt(
     """``(prompt_ids, answer)`` for generation: the rendering up to and including ``"ASSISTANT: "`` of the last gpt
     turn (earlier gpt turns whole, with their eos), and that turn's text. Arguments as :func:`encode_conversation`."""
     runs = _runs(record, image_tokens, image_token_id)
-    conversation = turns(record)
+    ids, answer = _render_to_last_answer(turns(record), tokenizer, runs)
+    if runs:
+        raise ConfigError(f"record {_name(record)}: an {IMAGE_TAG} tag comes after the last gpt turn")
+    return ids, answer
+
+
+def _render_to_last_answer(
+    conversation: list[tuple[str, str]], tokenizer: Tokenizer, runs: list[list[int]]
+) -> tuple[list[int], str]:
+    """``(ids, answer)``: ``conversation`` rendered up to and including ``"ASSISTANT: "`` of its last gpt turn
+    (earlier gpt turns whole, with their eos; tags replaced by ``runs``, consumed), and that turn's text."""
     last = max(k for k, (speaker, _) in enumerate(conversation) if speaker == "gpt")
     ids: list[int] = []
     for speaker, value in conversation[:last]:
@@ -154,8 +164,6 @@ def encode_prompt(
             ids += _human(value, tokenizer, runs)
         else:
             ids += [token for part in _gpt(value, tokenizer) for token in part]
-    if runs:
-        raise ConfigError(f"record {_name(record)}: an {IMAGE_TAG} tag comes after the last gpt turn")
     return ids + tokenizer.encode(ROLES["gpt"]), conversation[last][1]
 
 
@@ -190,11 +198,5 @@ def encode_described_prompt(
     runs = _runs(record, image_tokens, image_token_id)
     prefix = _human("\n".join([IMAGE_TAG] * tags + [describe]), tokenizer, runs) + tokenizer.encode(ROLES["gpt"])
     rest = [(conversation[first][0], question), *conversation[first + 1 :]]
-    last = max(k for k, (speaker, _) in enumerate(rest) if speaker == "gpt")
-    followup = tokenizer.encode("\n")
-    for speaker, text in rest[:last]:
-        if speaker == "human":
-            followup += _human(text, tokenizer, [])
-        else:
-            followup += [token for part in _gpt(text, tokenizer) for token in part]
-    return prefix, followup + tokenizer.encode(ROLES["gpt"]), rest[last][1]
+    followup, answer = _render_to_last_answer(rest, tokenizer, [])
+    return prefix, tokenizer.encode("\n") + followup, answer
