@@ -49,8 +49,6 @@ def materialize_(model: Any, device: torch.device | str, *, param_device: torch.
     those of the unsharded model built with the same seed (every rank must be seeded alike, as
     ``seed_everything`` does), for any world size; the memory high-water mark is the largest single parameter.
 
-    A module's ``reset_buffers()``, where it has one, recomputes its constant buffers once they are allocated.
-
     Returns:
         the number of modules initialised.
     """
@@ -58,11 +56,8 @@ def materialize_(model: Any, device: torch.device | str, *, param_device: torch.
     if param_device is not None and torch.device(param_device) != torch.device(device):
         for module in model.modules():
             for name, buffer in module._buffers.items():
-                if buffer is not None:
-                    module._buffers[name] = torch.empty_like(buffer, device=device)
-    for module in model.modules():  # computed constants (e.g. lightning attention's decay rates)
-        if callable(reset := getattr(module, "reset_buffers", None)):
-            reset()
+                if buffer is not None:  # moved, not re-allocated: constants a module's _apply recomputed
+                    module._buffers[name] = buffer.to(device)  # (e.g. lightning attention's decay rates) stay
     init = getattr(model, "init_weights", None)
     count = 0
     for module in model.modules():
