@@ -3,8 +3,9 @@
 Objects (each with an exact mask) come from two local sources, and are pasted onto backgrounds:
 
 * **garments** — Fashion-MNIST images (Debian ``dataset-fashion-mnist``), mask = pixel > :data:`GARMENT_THRESHOLD`,
-  tinted with a random colour; category = the garment class (10 categories). The train split pastes garments of
-  the Fashion-MNIST training file, the val split those of the test file.
+  tinted with a random colour (``ObjectBank(tint="category")``: a hue per garment class); category = the garment
+  class (10 categories). The train split pastes garments of the Fashion-MNIST training file, the val split those
+  of the test file.
 * **emoji** — fully-qualified emoji of Debian ``fonts-noto-color-emoji`` rendered with Pillow, mask = alpha ≥ 128;
   category = the emoji's Unicode group (``/usr/share/unicode/emoji/emoji-test.txt`` of Debian ``unicode-data``),
   one of :data:`EMOJI_GROUPS`. Every fifth emoji of a group is kept for the val split.
@@ -57,6 +58,7 @@ CATEGORIES: tuple[dict, ...] = tuple(
 )
 BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "camera", "moon", "coins")
 GARMENT_THRESHOLD = 30
+TINTS = ("random", "category")  # a garment's colour: any hue | its class's own hue (a cue a small model learns fast)
 MIN_VISIBLE = 0.2
 MAX_OBJECTS = 6
 SCALE = (0.15, 0.5)  # an object's longer side, as a fraction of the image size
@@ -191,7 +193,10 @@ def _emoji_rgba(text: str) -> np.ndarray:
 class ObjectBank:
     """The pasteable objects of one split, by category id (only categories with objects are keys)."""
 
-    def __init__(self, split: str, fashion_mnist_root: str | None = None) -> None:
+    def __init__(self, split: str, fashion_mnist_root: str | None = None, tint: str = "random") -> None:
+        if tint not in TINTS:
+            raise ConfigError(f"tint={tint!r} is not a garment tint; valid choices: {', '.join(TINTS)}")
+        self.tint = tint
         self.garments: tuple[np.ndarray, np.ndarray] | None = None  # (images [N, 28, 28], labels [N])
         self.emoji: dict[int, tuple[str, ...]] = {}
         if garments_available(fashion_mnist_root):
@@ -235,7 +240,10 @@ class ObjectBank:
             grey = Image.fromarray(images[pool[rng.integers(len(pool))]])
             grey = np.asarray(grey.resize((longer_side, longer_side), Image.Resampling.BILINEAR), dtype=np.float32)
             mask = grey > GARMENT_THRESHOLD
-            hsv = np.array([[[rng.random() * 255, 100 + rng.random() * 155, 140 + rng.random() * 115]]], np.uint8)
+            hue = rng.random()  # "category": the class's own hue (± 3 % of the circle), else any hue
+            if self.tint == "category":
+                hue = ((category - 1) / len(GARMENT_CLASSES) + 0.06 * (hue - 0.5)) % 1.0
+            hsv = np.array([[[hue * 255, 100 + rng.random() * 155, 140 + rng.random() * 115]]], np.uint8)
             colour = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"), dtype=np.float32)[0, 0]
             rgb = colour * (0.35 + 0.65 * grey[..., None] / 255)
             return category, Sprite(rgb.clip(0, 255).astype(np.uint8), mask.astype(np.float32), mask)

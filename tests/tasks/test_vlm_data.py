@@ -127,6 +127,84 @@ def test_background_and_scale_options(generated, tmp_path):
     assert base != copy_paste_vqa.settings(1, 1, 1, 64, 0, max_objects=3)
 
 
+def test_categories_and_heldout_objects_options(tmp_path, monkeypatch):
+    chosen = ["trouser", "bag", "face"]
+    paths = copy_paste_vqa.generate_split(tmp_path / "a", "val", 12, seed=0, categories=chosen)
+    info = json.loads(paths["objects"].read_text())
+    assert info["info"]["categories"] == sorted(chosen, key=list(NAMES.values()).index)
+    pasted = {o["name"] for image in info["images"] for o in image["objects"]}
+    assert pasted and pasted <= set(chosen)
+    asked = [r["conversations"][0]["value"] for r in json.loads(paths["vqa"].read_text()) if r["type"] == "presence"]
+    assert asked and all(q.split()[-1].rstrip("?") in chosen for q in asked)  # absent names come from the list too
+    banks = []
+    real_bank = copy_paste_vqa.ObjectBank
+    monkeypatch.setattr(copy_paste_vqa, "ObjectBank", lambda split: banks.append(split) or real_bank(split))
+    generate(tmp_path / "b", 1, 1, 1, size=64, seed=0, heldout_objects=False)
+    assert banks == ["train", "train", "train"]  # seen objects in new scenes
+    for bad, match in ((["trouser", "cat"], r"unknown name\(s\) \['cat'\].*valid names: \['animal'"),
+                       ("bag", "non-empty list"), ([], "non-empty list"), (["bag", "bag"], "twice")):  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            copy_paste_vqa.generate_split(tmp_path / "c", "val", 1, categories=bad)
+    with pytest.raises(ConfigError, match=r"data\.categories: unknown"):
+        CopyPasteVQADataModule(categories=["cat"])
+    base = copy_paste_vqa.settings(1, 1, 1, 64, 0)
+    assert base == copy_paste_vqa.settings(1, 1, 1, 64, 0, categories=None, heldout_objects=True)
+    assert base != copy_paste_vqa.settings(1, 1, 1, 64, 0, categories=["bag"])
+    assert base != copy_paste_vqa.settings(1, 1, 1, 64, 0, heldout_objects=False)
+
+
+def test_category_tint_gives_each_garment_class_its_hue():
+    import numpy as np
+
+    from tasks.data import copy_paste
+
+    def hues(tint: str) -> dict[int, list[float]]:
+        bank, rng, out = copy_paste.ObjectBank("val", tint=tint), np.random.default_rng(0), {}
+        bank.category_ids = [1, 4, 8]  # top, dress, bag
+        for _ in range(30):
+            category, sprite = bank.sample(rng, 20)
+            hsv = np.asarray(Image.fromarray(sprite.rgb).convert("HSV"), dtype=np.float64)[sprite.mask]
+            bright = hsv[hsv[:, 2] > 60]  # hue is defined where the pixel is not near black
+            angle = np.angle(np.exp(2j * np.pi * bright[:, 0] / 255).mean()) / (2 * np.pi) % 1.0  # circular mean
+            out.setdefault(category, []).append(float(angle))
+        return out
+
+    def spread(values: list[float]) -> float:  # circular distance of the farthest value from the first
+        return max(min(abs(v - values[0]), 1 - abs(v - values[0])) for v in values)
+
+    keyed, free = hues("category"), hues("random")
+    for category, values in keyed.items():
+        centre = (category - 1) / 10
+        assert spread(values) < 0.08 and min(abs(values[0] - centre), 1 - abs(values[0] - centre)) < 0.06
+    assert max(spread(v) for v in free.values()) > 0.25  # random tints vary
+    with pytest.raises(ConfigError, match=r"tint='plaid'.*random, category"):
+        copy_paste_vqa.generate_split(Path("/nonexistent"), "val", 1, tint="plaid")
+    with pytest.raises(ConfigError, match=r"data\.tint='plaid'"):
+        CopyPasteVQADataModule(tint="plaid")
+    assert copy_paste_vqa.settings(1, 1, 1, 64, 0) != copy_paste_vqa.settings(1, 1, 1, 64, 0, tint="category")
+
+
+def test_several_presence_questions_per_image(tmp_path):
+    one = copy_paste_vqa.generate_split(tmp_path / "one", "val", 10, seed=0)
+    three = copy_paste_vqa.generate_split(tmp_path / "three", "val", 10, seed=0, presence_questions=3)
+    objects = {i["file"]: {o["name"] for o in i["objects"]} for i in json.loads(three["objects"].read_text())["images"]}
+    records = json.loads(three["vqa"].read_text())
+    assert len({r["id"] for r in records}) == len(records)
+    by_image: dict[str, list[tuple[str, str]]] = {}
+    for r in records:
+        if r["type"] == "presence":
+            name = r["conversations"][0]["value"].rsplit(" ", 1)[-1].rstrip("?")
+            by_image.setdefault(r["image"], []).append((name, answer(r)))
+    for image, asked in by_image.items():
+        assert 1 <= len(asked) <= 3 and len({n for n, _ in asked}) == len(asked)  # distinct names
+        assert all((n in objects[image]) == (a == "yes") for n, a in asked)  # answers follow the annotations
+    assert sum(len(a) for a in by_image.values()) > 2 * len(by_image)
+    firsts = [r for r in records if r["type"] != "presence" or not r["id"][-1].isdigit()]
+    assert [r["conversations"] for r in firsts] == [r["conversations"] for r in json.loads(one["vqa"].read_text())]
+    with pytest.raises(ConfigError, match="presence_questions"):
+        copy_paste_vqa.generate_split(tmp_path / "bad", "val", 1, presence_questions=0)
+
+
 def test_scattered_scenes_keep_every_object_whole_and_apart(tmp_path):
     import numpy as np
 

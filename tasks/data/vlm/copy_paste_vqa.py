@@ -68,7 +68,7 @@ from zoo.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-VERSION = 5  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
+VERSION = 6  # bump when the output for given settings changes (part of the cache key, with copy_paste.VERSION)
 SPLITS = ("train", "val", "test")
 BANK = {"train": "train", "val": "val", "test": "val"}  # the copy-paste object bank each split pastes from
 QUESTION_TYPES = ("count", "presence", "leftmost", "quadrant", "detail")
@@ -101,6 +101,9 @@ LAYOUT = "scattered"  # the default: every object whole and apart, so count / le
 SCALE = (0.2, 0.35)  # the default range of an object's longer side, as a fraction of the image side
 MAX_OBJECTS = 5  # the default most objects per scene (besides the small one)
 PLACEMENT_TRIES = 30  # random positions tried per object of a scattered scene before it is left out
+PRESENCE_QUESTIONS = 1  # the default presence questions per image
+TINT = "random"  # the default garment colours (copy_paste.TINTS)
+HELDOUT_OBJECTS = True  # the default: val / test paste the held-out object bank (unseen garments and emoji)
 
 
 def article(name: str) -> str:
@@ -233,10 +236,12 @@ def quarter_answers(objects: list[dict[str, Any]], size: int) -> dict[str, str]:
 
 
 def questions(
-    objects: list[dict[str, Any]], size: int, index: int, names: list[str], rng: np.random.Generator
-) -> list[tuple[str, str, str]]:
+    objects: list[dict[str, Any]], size: int, index: int, names: list[str], rng: np.random.Generator,
+    presence_questions: int = PRESENCE_QUESTIONS,
+) -> list[tuple[str, str, str]]:  # fmt: skip
     """``[(type, question, answer), ...]`` about one image (``index`` 1-based; ``names`` those the split's bank can
-    paste, from which absent ones are drawn)."""
+    paste, from which absent ones are drawn). ``presence_questions``: how many presence questions (about distinct
+    names, ``"yes"`` and ``"no"`` alternating from the image's parity; fewer when the names run out)."""
     out = [("count", QUESTIONS["count"], str(len(objects)))]
     present = sorted({o["name"] for o in objects})
     absent = [n for n in names if n not in present]
@@ -256,7 +261,17 @@ def questions(
     small = [o for o in objects if o["small"]]
     if small:
         out.append(("detail", QUESTIONS["detail"], small[0]["name"]))
-    return out
+    extra, asked = [], {name}  # drawn last: the first presence question and the others stay as with one
+    for j in range(1, presence_questions):
+        yes = (index + j) % 2 == 1
+        pool = [n for n in (present if yes else absent) if n not in asked]
+        if not pool:
+            continue
+        other = pool[int(rng.integers(len(pool)))]
+        asked.add(other)
+        extra.append(("presence", QUESTIONS["presence"].format(article=article(other), name=other),
+                      "yes" if yes else "no"))  # fmt: skip
+    return out[:2] + extra + out[2:]
 
 
 def _record(split: str, index: int, kind: str, question: str, answer: str) -> dict[str, Any]:
@@ -292,6 +307,43 @@ def _write_json(path: Path, items: list[Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ files
+def check_categories(categories: Any) -> list[str] | None:
+    """``categories`` checked: null (every category) or a non-empty list of distinct :data:`NAMES` values."""
+    if categories is None:
+        return None
+    valid = sorted(NAMES.values())
+    if isinstance(categories, str) or not isinstance(categories, (list, tuple)) or not categories:
+        raise ConfigError(
+            f"categories must be null (all) or a non-empty list of names from {valid}, got {categories!r}"
+        )
+    unknown = [c for c in categories if c not in valid]
+    if unknown:
+        raise ConfigError(f"categories: unknown name(s) {unknown}; valid names: {valid}")
+    if len(set(categories)) != len(categories):
+        raise ConfigError(f"categories lists a name twice: {list(categories)}")
+    return list(categories)
+
+
+def object_bank(
+    split: str, categories: list[str] | None = None, heldout_objects: bool = HELDOUT_OBJECTS, tint: str = TINT
+) -> ObjectBank:
+    """The copy-paste :class:`~tasks.data.copy_paste.ObjectBank` that ``split`` pastes from: the held-out bank for
+    val / test (``heldout_objects``; else the training bank: new scenes of seen objects), restricted to the
+    categories named in ``categories`` (:data:`NAMES` values; null: all), its garments tinted by ``tint`` (one of
+    :data:`~tasks.data.copy_paste.TINTS`)."""
+    if tint not in copy_paste.TINTS:
+        raise ConfigError(f"tint={tint!r} is not a garment tint; valid choices: {', '.join(copy_paste.TINTS)}")
+    bank = ObjectBank(BANK[split] if heldout_objects else "train")
+    bank.tint = tint
+    categories = check_categories(categories)
+    if categories is not None:
+        wanted = {c for c, name in NAMES.items() if name in categories}
+        bank.category_ids = [c for c in bank.category_ids if c in wanted]
+        if not bank.category_ids:
+            raise ConfigError(f"categories {categories}: none of them has objects on this machine")
+    return bank
+
+
 def split_paths(out: str | os.PathLike, split: str) -> dict[str, Path]:
     """``{"captions", "vqa", "dialogs", "described", "objects"}`` → the split's JSON files under ``out``."""
     out = Path(out).expanduser()
@@ -301,9 +353,12 @@ def split_paths(out: str | os.PathLike, split: str) -> dict[str, Path]:
 def generate_split(
     out: str | os.PathLike, split: str, count: int, *, size: int = 64, seed: int = 0, background: str = BACKGROUND,
     scale: tuple[float, float] = SCALE, layout: str = LAYOUT, max_objects: int = MAX_OBJECTS,
+    categories: list[str] | None = None, heldout_objects: bool = HELDOUT_OBJECTS,
+    presence_questions: int = PRESENCE_QUESTIONS, tint: str = TINT,
 ) -> dict[str, Path]:  # fmt: skip
     """Write ``count`` images of ``split`` and their records under ``out``; returns :func:`split_paths`.
-    ``background``, ``scale``, ``layout`` and ``max_objects``: see :func:`compose`."""
+    ``background``, ``scale``, ``layout`` and ``max_objects``: see :func:`compose`; ``categories``,
+    ``heldout_objects`` and ``tint``: see :func:`object_bank`; ``presence_questions``: see :func:`questions`."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -316,9 +371,11 @@ def generate_split(
         raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if isinstance(max_objects, bool) or not isinstance(max_objects, int) or max_objects < 1:
         raise ConfigError(f"max_objects must be an integer >= 1, got {max_objects!r}")
+    if isinstance(presence_questions, bool) or not isinstance(presence_questions, int) or presence_questions < 1:
+        raise ConfigError(f"presence_questions must be an integer >= 1, got {presence_questions!r}")
     scale = _scale(scale)
     out = Path(out).expanduser()
-    bank = ObjectBank(BANK[split])
+    bank = object_bank(split, categories, heldout_objects, tint)
     names = sorted({NAMES[c] for c in bank.category_ids})
     code = 100 + SPLITS.index(split)
     images, captions, vqa, dialogs, described = [], [], [], [], []
@@ -334,8 +391,12 @@ def generate_split(
         images.append({"file": file, "objects": objects})
         captions.append(_record(split, index, CAPTION_TYPE, CAPTION_PROMPT, caption(objects)))
         rng = np.random.default_rng([seed, code, index, 1])
-        items = questions(objects, size, index, names, rng)
-        vqa += [_record(split, index, *q) for q in items]
+        items = questions(objects, size, index, names, rng, presence_questions)
+        seen: dict[str, int] = {}
+        for kind, question, answer in items:  # a repeated type's records are told apart: presence, presence2, …
+            seen[kind] = seen.get(kind, 0) + 1
+            vqa.append({**_record(split, index, kind, question, answer),
+                        "id": f"{split}-{index:06d}-{kind}{seen[kind] if seen[kind] > 1 else ''}"})  # fmt: skip
         order = np.random.default_rng([seed, code, index, 2]).permutation(len(items))  # turn order: shuffled
         dialogs.append(_dialog(split, index, [items[k] for k in order]))
         described.append(
@@ -343,8 +404,10 @@ def generate_split(
                     "described")
         )  # fmt: skip
     paths = split_paths(out, split)
-    info = {"split": split, "bank": BANK[split], "seed": seed, "image_size": size, "version": VERSION,
-            "background": background, "scale": list(scale), "layout": layout, "max_objects": max_objects}  # fmt: skip
+    info = {"split": split, "bank": BANK[split] if heldout_objects else "train", "seed": seed, "image_size": size,
+            "version": VERSION, "background": background, "scale": list(scale), "layout": layout,
+            "max_objects": max_objects, "categories": [NAMES[c] for c in bank.category_ids],
+            "presence_questions": presence_questions, "tint": tint}  # fmt: skip
     with atomic_write(paths["objects"], "w") as handle:
         handle.write(json.dumps({"info": info, "images": images}, sort_keys=True) + "\n")
     _write_json(paths["captions"], captions)
@@ -369,18 +432,22 @@ def _scale(scale: Any) -> tuple[float, float]:
 def generate(
     out: str | os.PathLike, train: int = 2000, val: int = 200, test: int = 200, *, size: int = 64, seed: int = 0,
     background: str = BACKGROUND, scale: tuple[float, float] = SCALE, layout: str = LAYOUT,
-    max_objects: int = MAX_OBJECTS,
+    max_objects: int = MAX_OBJECTS, categories: list[str] | None = None, heldout_objects: bool = HELDOUT_OBJECTS,
+    presence_questions: int = PRESENCE_QUESTIONS, tint: str = TINT,
 ) -> dict[str, dict[str, Path]]:  # fmt: skip
     """Every split (test, val, then train); returns ``{split: split_paths}``."""
     counts = {"test": test, "val": val, "train": train}
     kwargs = {"size": size, "seed": seed, "background": background, "scale": scale, "layout": layout,
-              "max_objects": max_objects}  # fmt: skip
+              "max_objects": max_objects, "categories": categories, "heldout_objects": heldout_objects,
+              "presence_questions": presence_questions, "tint": tint}  # fmt: skip
     return {split: generate_split(out, split, n, **kwargs) for split, n in counts.items()}
 
 
 def settings(
     train: int, val: int, test: int, size: int, seed: int, background: str = BACKGROUND,
     scale: tuple[float, float] = SCALE, layout: str = LAYOUT, max_objects: int = MAX_OBJECTS,
+    categories: list[str] | None = None, heldout_objects: bool = HELDOUT_OBJECTS,
+    presence_questions: int = PRESENCE_QUESTIONS, tint: str = TINT,
 ) -> dict[str, Any]:  # fmt: skip
     """What determines the generated files (hashed into the cache folder's name)."""
     import importlib.util
@@ -394,6 +461,10 @@ def settings(
         "scale": list(_scale(scale)),
         "layout": layout,
         "max_objects": max_objects,
+        "categories": check_categories(categories),
+        "heldout_objects": bool(heldout_objects),
+        "presence_questions": presence_questions,
+        "tint": tint,
         "emoji": copy_paste.emoji_available(),
         "garments": copy_paste.garments_available(),
         "photos": importlib.util.find_spec("skimage") is not None,  # else procedural backgrounds

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
+from tasks.data import copy_paste
 from tasks.data.text import ResumableLoader
 from tasks.data.tokenizer import ByteTokenizer, Tokenizer
 from tasks.data.vlm import copy_paste_vqa
@@ -464,6 +466,11 @@ class CopyPasteVQADataModule(LlavaDataModule):
         background / scale / layout / max_objects: the scenes' background style, object size range, placement
             (``scattered``: apart and whole; ``overlap``: the detection set's occluding piles) and most objects
             (:func:`~tasks.data.vlm.copy_paste_vqa.compose`).
+        categories: the object names pasted (null: all sixteen, :data:`~tasks.data.vlm.copy_paste_vqa.NAMES`).
+        heldout_objects: val / test paste objects never seen in training (unseen Fashion-MNIST garments and emoji);
+            false: the training objects in new scenes.
+        presence_questions: presence questions per image (distinct names, yes and no alternating).
+        tint: the garments' colours: ``random`` (any hue) or ``category`` (each garment class its own hue).
     """
 
     def __init__(
@@ -492,6 +499,10 @@ class CopyPasteVQADataModule(LlavaDataModule):
         scale: tuple[float, float] | list[float] = copy_paste_vqa.SCALE,
         layout: str = copy_paste_vqa.LAYOUT,
         max_objects: int = copy_paste_vqa.MAX_OBJECTS,
+        categories: list[str] | None = None,
+        heldout_objects: bool = copy_paste_vqa.HELDOUT_OBJECTS,
+        presence_questions: int = copy_paste_vqa.PRESENCE_QUESTIONS,
+        tint: str = copy_paste_vqa.TINT,
     ) -> None:
         for key, value, minimum in (
             ("image_size", image_size, 32),
@@ -499,6 +510,7 @@ class CopyPasteVQADataModule(LlavaDataModule):
             ("val_images", val_images, 1),
             ("test_images", test_images, 1),
             ("max_objects", max_objects, 1),
+            ("presence_questions", presence_questions, 1),
         ):
             _integer(value, key, minimum)
         self.counts = {"train": train_images, "val": val_images, "test": test_images}
@@ -517,9 +529,20 @@ class CopyPasteVQADataModule(LlavaDataModule):
             raise ConfigError("data.describe_first=true trains on one dialog per image (caption, then questions): "
                               "it needs data.multi_turn=true")  # fmt: skip
         self.layout, self.max_objects = layout, max_objects
+        try:
+            if isinstance(categories, Sequence) and not isinstance(categories, str):
+                categories = list(categories)  # e.g. an omegaconf ListConfig
+            self.categories = copy_paste_vqa.check_categories(categories)
+        except ConfigError as exc:
+            raise ConfigError(f"data.{exc}") from None
+        self.heldout_objects, self.presence_questions = bool(heldout_objects), presence_questions
+        if tint not in copy_paste.TINTS:
+            raise ConfigError(f"data.tint={tint!r} is not a garment tint; valid choices: {', '.join(copy_paste.TINTS)}")
+        self.tint = tint
         settings = copy_paste_vqa.settings(
             train_images, val_images, test_images, image_size, seed, background=background, scale=self.scale,
-            layout=layout, max_objects=max_objects,
+            layout=layout, max_objects=max_objects, categories=self.categories, heldout_objects=self.heldout_objects,
+            presence_questions=presence_questions, tint=tint,
         )  # fmt: skip
         self.settings_hash = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         directory = root  # `root` itself stays as given (the saved hyperparameter; None: this hash)
@@ -555,6 +578,8 @@ class CopyPasteVQADataModule(LlavaDataModule):
             copy_paste_vqa.generate_split(
                 self.root, split, self.counts[split], size=self.image_size, seed=self.seed,
                 background=self.background, scale=self.scale, layout=self.layout, max_objects=self.max_objects,
+                categories=self.categories, heldout_objects=self.heldout_objects,
+                presence_questions=self.presence_questions, tint=self.tint,
             )  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
