@@ -17,6 +17,13 @@ greedy answers' exact match per question type both ways (first ``--eval-batches`
     python tools/vlm_diagnose.py couple --seconds 150 --tower tower.pt -- data.background=flat
     python tools/vlm_diagnose.py probe --target names --seconds 200 --save names.pt -- model=vlm_tiny_convnet
 
+``teacher``: a trained checkpoint (``--checkpoint``, with the overrides it was trained with) scored per answer type
+with the true conversation before each answer (teacher forcing: every token of the answer the argmax), with the
+real and with blank images, and its own greedy captions of a few validation images: whether a failure is in the
+language model's use of its context or in what the image tokens carry.
+
+    python tools/vlm_diagnose.py teacher --checkpoint logs/vlm/runs/<time>/checkpoints/last.ckpt -- seed=1
+
 Overrides after ``--`` are Hydra overrides of ``task=vlm``. Single process, CPU or one GPU.
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import math
 import re
 import sys
@@ -122,8 +130,8 @@ def probe_names(args: argparse.Namespace) -> dict:
 
     from tasks.data.vlm.copy_paste_vqa import NAMES
 
-    names = sorted(set(NAMES.values()))
     task, datamodule, plain = build([*args.overrides, "vlm.stage=align"])
+    names = sorted(datamodule.categories or set(NAMES.values()))
     model = task.model
     train, val = datamodule.sets["train"], datamodule.sets["val"]
     head = torch.nn.Linear(plain["model"]["config"]["language_model"]["config"]["hidden_size"], len(names))
@@ -151,9 +159,11 @@ def probe_names(args: argparse.Namespace) -> dict:
     with torch.no_grad():
         model.eval()
         logits, labels = logits_and_labels(val, list(range(min(len(val), 256))))
+        seen_logits, seen_labels = logits_and_labels(train, list(range(min(len(train), 256))))
     auroc = multilabel_auroc(logits, labels.long(), num_labels=len(names), average="none")
+    seen = multilabel_auroc(seen_logits, seen_labels.long(), num_labels=len(names), average="macro")
     result = {"steps": steps, "val_auroc": {n: round(float(a), 3) for n, a in zip(names, auroc, strict=True)},
-              "val_auroc_mean": round(float(auroc.mean()), 3)}  # fmt: skip
+              "val_auroc_mean": round(float(auroc.mean()), 3), "train_auroc_mean": round(float(seen), 3)}  # fmt: skip
     if args.save:
         torch.save({"vision_tower": model.vision_tower.state_dict(),
                     "projector": model.multi_modal_projector.state_dict()}, args.save)  # fmt: skip
@@ -221,11 +231,60 @@ def couple(args: argparse.Namespace) -> dict:
     return result
 
 
+def answer_spans(labels: list[int]) -> list[list[int]]:
+    """The positions of each answer turn of a sample (consecutive runs of ``labels`` that are not ignored)."""
+    spans: list[list[int]] = []
+    for position, label in enumerate(labels):
+        if label == -100:
+            continue
+        if spans and spans[-1][-1] == position - 1:
+            spans[-1].append(position)
+        else:
+            spans.append([position])
+    return spans
+
+
+def teacher(args: argparse.Namespace) -> dict:
+    """Per answer type, the share of validation answers whose every token (and eos) is the model's argmax with the
+    true conversation before it (teacher forcing: the true caption in context), with the real and with blank
+    images; and the model's own greedy captions of the first ``--captions`` validation images."""
+    from tasks.data.tokenizer import ByteTokenizer
+
+    task, datamodule, _ = build(args.overrides)
+    _, blind, _ = build([*args.overrides, "vlm.blind=true"])
+    task.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    task.eval()
+    result: dict = {}
+    with torch.no_grad():
+        for name, dm in (("teacher_forced", datamodule), ("teacher_forced_blank", blind)):
+            val, hits = dm.sets["val"], collections.defaultdict(list)
+            for i in range(min(len(val), args.records)):
+                sample, kinds = val.sample(i), val.records[i].get("type", "other")
+                kinds = kinds if isinstance(kinds, list) else [kinds]
+                logits = task.model(torch.tensor(sample["input_ids"])[None], pixel_values=sample["tiles"],
+                                    image_grids=torch.tensor(sample["grids"]))[0]  # fmt: skip
+                predicted, labels = logits.argmax(-1), torch.tensor(sample["labels"])
+                for kind, span in zip(kinds, answer_spans(sample["labels"]), strict=False):
+                    hits[kind].append(bool((predicted[span] == labels[span]).all()))
+            result[name] = {kind: round(float(np.mean(v)), 3) for kind, v in sorted(hits.items())}
+        val, tokenizer, captions = datamodule.sets["val"], ByteTokenizer(), []
+        for i in range(min(len(val), args.captions)):
+            sample = val.sample(i)
+            first = answer_spans(sample["labels"])[0][0] + 1  # the prompt up to the first answer
+            said = task._continue([sample["input_ids"][:first]], sample["tiles"], torch.tensor(sample["grids"]), 64)[0]
+            truth = [t for t, label in zip(sample["input_ids"][first:], sample["labels"][first - 1 :]) if label != -100]
+            captions.append({"truth": tokenizer.decode(truth[: len(answer_spans(sample["labels"])[0])]),
+                             "generated": tokenizer.decode(said)})  # fmt: skip
+        result["captions"] = captions
+    print(json.dumps(result, indent=1))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], usage="%(prog)s {probe,couple} [options] -- [overrides]"
+        description=__doc__.split("\n\n")[0], usage="%(prog)s {probe,couple,teacher} [options] -- [overrides]"
     )
-    parser.add_argument("mode", choices=("probe", "couple"))
+    parser.add_argument("mode", choices=("probe", "couple", "teacher"))
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--target", choices=("count", "names"), default="count", help="probe: what is predicted")
     parser.add_argument("--lr", type=float, default=3e-3, help="probe: AdamW learning rate")
@@ -240,6 +299,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--freeze-language", type=float, default=0.0, help="couple: seconds with the LM frozen")
     parser.add_argument("--eval-batches", type=int, default=6, help="couple: generation batches scored")
+    parser.add_argument("--checkpoint", help="teacher: the task=vlm checkpoint to read")
+    parser.add_argument("--records", type=int, default=150, help="teacher: validation records scored")
+    parser.add_argument("--captions", type=int, default=6, help="teacher: greedy captions shown")
     parser.add_argument("--threads", type=int, default=2)
     argv = sys.argv[1:] if argv is None else list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
@@ -247,7 +309,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.overrides = argv[split + 1 :]  # Hydra overrides of task=vlm
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    return probe(args) if args.mode == "probe" else couple(args)
+    if args.mode == "teacher" and not args.checkpoint:
+        parser.error("teacher needs --checkpoint")
+    return {"probe": probe, "couple": couple, "teacher": teacher}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -161,5 +161,18 @@ def test_the_diagnostic_tool_probes_the_tower_and_couples_it(tmp_path):
     coupled = tool.main(["couple", *args, "--", *data])
     assert coupled["steps"] >= 1 and coupled["val_loss"] > 0 and coupled["val_loss_blank"] > 0
     assert set(coupled["acc"]) == set(coupled["acc_blank"]) and set(coupled["acc"]) <= {*QUESTION_TYPES}
+    assert tool.answer_spans([-100, 5, 6, -100, -100, 7, -100]) == [[1, 2], [5]]
+    task, _, _ = tool.build(data)
+    checkpoint = tmp_path / "model.ckpt"
+    torch.save({"state_dict": task.state_dict()}, checkpoint)
+    args = ["--checkpoint", str(checkpoint), "--records", "3", "--captions", "2", "--threads", threads]
+    taught = tool.main(["teacher", *args, "--", *data])
+    assert (
+        set(taught["teacher_forced"]) == set(taught["teacher_forced_blank"]) and "caption" in taught["teacher_forced"]
+    )
+    assert all(0.0 <= v <= 1.0 for v in taught["teacher_forced"].values()) and len(taught["captions"]) == 2
+    assert all(c["truth"].startswith("a") and isinstance(c["generated"], str) for c in taught["captions"])
+    with pytest.raises(SystemExit):
+        tool.main(["teacher", "--", *data])  # no checkpoint
     with pytest.raises(SystemExit):
         tool.main(["inspect"])
