@@ -270,11 +270,11 @@ def teacher(args: argparse.Namespace) -> dict:
         val, tokenizer, captions = datamodule.sets["val"], ByteTokenizer(), []
         for i in range(min(len(val), args.captions)):
             sample = val.sample(i)
-            first = answer_spans(sample["labels"])[0][0] + 1  # the prompt up to the first answer
-            said = task._continue([sample["input_ids"][:first]], sample["tiles"], torch.tensor(sample["grids"]), 64)[0]
-            truth = [t for t, label in zip(sample["input_ids"][first:], sample["labels"][first - 1 :]) if label != -100]
-            captions.append({"truth": tokenizer.decode(truth[: len(answer_spans(sample["labels"])[0])]),
-                             "generated": tokenizer.decode(said)})  # fmt: skip
+            span = answer_spans(sample["labels"])[0]  # the first answer (the caption of a described dialog)
+            prompt = sample["input_ids"][: span[0] + 1]
+            said = task._continue([prompt], sample["tiles"], torch.tensor(sample["grids"]), 64)[0]
+            truth = [sample["labels"][p] for p in span]  # its tokens and eos
+            captions.append({"truth": tokenizer.decode(truth), "generated": tokenizer.decode(said)})
         result["captions"] = captions
     print(json.dumps(result, indent=1))
     return result

@@ -190,13 +190,18 @@ def _emoji_rgba(text: str) -> np.ndarray:
     return np.asarray(image.crop(image.getbbox()))
 
 
+def check_tint(tint: str) -> str:
+    """``tint`` checked: one of :data:`TINTS`."""
+    if tint not in TINTS:
+        raise ConfigError(f"tint={tint!r} is not a garment tint; valid choices: {', '.join(TINTS)}")
+    return tint
+
+
 class ObjectBank:
     """The pasteable objects of one split, by category id (only categories with objects are keys)."""
 
     def __init__(self, split: str, fashion_mnist_root: str | None = None, tint: str = "random") -> None:
-        if tint not in TINTS:
-            raise ConfigError(f"tint={tint!r} is not a garment tint; valid choices: {', '.join(TINTS)}")
-        self.tint = tint
+        self.tint = check_tint(tint)
         self.garments: tuple[np.ndarray, np.ndarray] | None = None  # (images [N, 28, 28], labels [N])
         self.emoji: dict[int, tuple[str, ...]] = {}
         if garments_available(fashion_mnist_root):

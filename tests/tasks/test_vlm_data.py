@@ -85,7 +85,7 @@ def test_splits_are_disjoint_and_val_test_paste_held_out_objects(generated, tmp_
     assert len(ids) == len(set(ids))
     banks = []
     real_bank = copy_paste_vqa.ObjectBank
-    monkeypatch.setattr(copy_paste_vqa, "ObjectBank", lambda split: banks.append(split) or real_bank(split))
+    monkeypatch.setattr(copy_paste_vqa, "ObjectBank", lambda split, **kw: banks.append(split) or real_bank(split, **kw))
     generate(tmp_path / "x", 1, 1, 1, size=64, seed=0)
     assert banks == ["val", "val", "train"]  # test, val, train: val/test from the held-out bank
 
@@ -138,7 +138,7 @@ def test_categories_and_heldout_objects_options(tmp_path, monkeypatch):
     assert asked and all(q.split()[-1].rstrip("?") in chosen for q in asked)  # absent names come from the list too
     banks = []
     real_bank = copy_paste_vqa.ObjectBank
-    monkeypatch.setattr(copy_paste_vqa, "ObjectBank", lambda split: banks.append(split) or real_bank(split))
+    monkeypatch.setattr(copy_paste_vqa, "ObjectBank", lambda split, **kw: banks.append(split) or real_bank(split, **kw))
     generate(tmp_path / "b", 1, 1, 1, size=64, seed=0, heldout_objects=False)
     assert banks == ["train", "train", "train"]  # seen objects in new scenes
     for bad, match in ((["trouser", "cat"], r"unknown name\(s\) \['cat'\].*valid names: \['animal'"),

@@ -331,10 +331,7 @@ def object_bank(
     val / test (``heldout_objects``; else the training bank: new scenes of seen objects), restricted to the
     categories named in ``categories`` (:data:`NAMES` values; null: all), its garments tinted by ``tint`` (one of
     :data:`~tasks.data.copy_paste.TINTS`)."""
-    if tint not in copy_paste.TINTS:
-        raise ConfigError(f"tint={tint!r} is not a garment tint; valid choices: {', '.join(copy_paste.TINTS)}")
-    bank = ObjectBank(BANK[split] if heldout_objects else "train")
-    bank.tint = tint
+    bank = ObjectBank(BANK[split] if heldout_objects else "train", tint=tint)
     categories = check_categories(categories)
     if categories is not None:
         wanted = {c for c, name in NAMES.items() if name in categories}

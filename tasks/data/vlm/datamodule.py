@@ -533,12 +533,10 @@ class CopyPasteVQADataModule(LlavaDataModule):
             if isinstance(categories, Sequence) and not isinstance(categories, str):
                 categories = list(categories)  # e.g. an omegaconf ListConfig
             self.categories = copy_paste_vqa.check_categories(categories)
+            self.tint = copy_paste.check_tint(tint)
         except ConfigError as exc:
             raise ConfigError(f"data.{exc}") from None
         self.heldout_objects, self.presence_questions = bool(heldout_objects), presence_questions
-        if tint not in copy_paste.TINTS:
-            raise ConfigError(f"data.tint={tint!r} is not a garment tint; valid choices: {', '.join(copy_paste.TINTS)}")
-        self.tint = tint
         settings = copy_paste_vqa.settings(
             train_images, val_images, test_images, image_size, seed, background=background, scale=self.scale,
             layout=layout, max_objects=max_objects, categories=self.categories, heldout_objects=self.heldout_objects,
